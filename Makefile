@@ -1,0 +1,35 @@
+# Every target does its own set-up (scripts/setup.sh is idempotent).
+export RUNTIME_CACHE_DIR ?= $(CURDIR)/.cache
+PY := .venv/bin/python
+
+.PHONY: setup run test lint unit bench format clean
+
+setup:
+	@bash scripts/setup.sh
+
+## The local stack on the embedded default config (Ctrl-C stops it).
+run: setup
+	$(PY) -m runtime run serve_configs/local.yaml
+
+## Lint, type checks, then the whole test suite.
+test: setup lint
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check runtime tests benchmarks
+	$(PY) -m ruff format --check runtime tests benchmarks
+	$(PY) -m mypy
+
+## The fast tier only: no Ray cluster, no engine.
+unit: setup
+	$(PY) -m pytest -m "not cluster"
+
+bench: setup
+	$(PY) benchmarks/llm_latency.py
+
+format: setup
+	$(PY) -m ruff format runtime tests benchmarks
+	$(PY) -m ruff check --fix runtime tests benchmarks
+
+clean:
+	rm -rf .venv .cache .mypy_cache .ruff_cache .pytest_cache

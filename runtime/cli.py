@@ -1,0 +1,105 @@
+"""Command line: ``python -m runtime run|check|models``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from runtime.config.errors import ConfigError
+
+
+def _cmd_check(ns: argparse.Namespace) -> int:
+    from runtime.config.serve_file import load_serve_config
+
+    status = 0
+    for path in ns.configs:
+        try:
+            load_serve_config(path)
+            print(f"{path}: ok")
+        except ConfigError as err:
+            print(err, file=sys.stderr)
+            status = 1
+    return status
+
+
+def _cmd_models(ns: argparse.Namespace) -> int:
+    from runtime.models.sources import prepare_local_model
+
+    for name in ns.names:
+        print(f"{name}: {prepare_local_model(name)}")
+    return 0
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    import ray
+    from ray import serve
+
+    from runtime.config.serve_file import load_serve_config
+    from runtime.deploy import DeployError, deploy_config
+
+    try:
+        schema = load_serve_config(ns.config)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    ray.init(address=ns.address, include_dashboard=False, log_to_driver=ns.verbose)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        print(f"Deploying {ns.config} (the first start converts the model: about a minute)")
+        deploy_config(schema, source=str(ns.config))
+        _print_endpoints(schema)
+        stop.wait()
+    except DeployError as err:
+        print(err, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nStopping: shutting down Serve and Ray ...")
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def _print_endpoints(schema: object) -> None:
+    http = schema.http_options  # type: ignore[attr-defined]
+    base = f"http://{http.host}:{http.port}"
+    for app in schema.applications:  # type: ignore[attr-defined]
+        prefix = (app.route_prefix or "/").rstrip("/")
+        model = (app.args or {}).get("model", {}).get("served_name", "<model>")
+        print(
+            f"\nApplication '{app.name}' is serving at {base}{prefix}/v1\n"
+            f"  curl {base}{prefix}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+            f'    -d \'{{"model": "{model}", "messages": '
+            f'[{{"role": "user", "content": "What is the capital of France?"}}]}}\'\n'
+            f'  python: openai.OpenAI(base_url="{base}{prefix}/v1", api_key="unused")'
+        )
+    print("\nPress Ctrl-C to stop.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start Ray locally and deploy a serve config; Ctrl-C stops")
+    run.add_argument("config", type=Path)
+    run.add_argument("--address", default=None, help="an existing Ray cluster (default: new)")
+    run.add_argument("--verbose", action="store_true", help="stream replica logs to the terminal")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check", help="strictly validate serve config files")
+    check.add_argument("configs", type=Path, nargs="+")
+    check.set_defaults(func=_cmd_check)
+
+    models = sub.add_parser("models", help="manage locally built models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    prepare = models_sub.add_parser("prepare", help="build models into the cache (idempotent)")
+    prepare.add_argument("names", nargs="+", choices=["smollm2", "tiny-random"])
+    prepare.set_defaults(func=_cmd_models)
+
+    ns = parser.parse_args(argv)
+    return int(ns.func(ns))
