@@ -1,0 +1,26 @@
+"""Builders: the ``import_path`` targets of serve configs (``runtime.apps:build_*``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application, Deployment
+
+from runtime.config.llm import LLMAppConfig
+from runtime.config.serve_file import validate_args
+
+
+def build_llm_app(args: dict[str, Any]) -> Application:
+    """An application serving one model with vLLM, OpenAI-compatible.
+
+    Example::
+
+        >>> app = build_llm_app({"model": {"source": "tiny-random"}})  # doctest: +SKIP
+        >>> serve.run(app, name="llm", route_prefix="/")  # doctest: +SKIP
+    """
+    from runtime.llm.engine_args import replica_options
+    from runtime.llm.server import LLMServer
+
+    config: LLMAppConfig = validate_args(LLMAppConfig, args, "runtime.apps:build_llm_app")
+    deployment: Deployment = LLMServer  # made by @serve.deployment
+    return deployment.options(**replica_options(config)).bind(config.model_dump(mode="json"))

@@ -1,0 +1,202 @@
+"""The LLM deployment: a Ray Serve replica that owns a vLLM ``AsyncLLM`` engine.
+
+HTTP: vLLM's own OpenAI routers (``/v1/chat/completions``, ``/v1/completions``,
+``/v1/models``), request models, chat templates, tool-call handling, error
+handlers and disconnect handling, mounted as the replica's ASGI app.
+
+Handle (no HTTP hop): ``chat`` / ``completions`` return a response dict;
+``chat_stream`` / ``completions_stream`` yield chunk dicts, through
+``handle.options(stream=True)``. Errors raise :class:`LLMError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+from ray import serve
+
+from runtime.config.llm import LLMAppConfig
+from runtime.llm.engine_args import parse_server_args
+from runtime.llm.errors import LLMError
+from runtime.llm.stats import EngineStatsRecorder
+from runtime.models.sources import resolve_model
+
+logger = logging.getLogger("ray.serve")
+
+_Handler = Callable[[Any, Any], Awaitable[Any]]
+
+
+@serve.deployment(name="LLMServer")
+@serve.ingress()
+class LLMServer:
+    """One vLLM engine per replica; the same class serves CPU and GPU builds.
+
+    Example (inside a Serve app or a driver connected to the cluster)::
+
+        handle = serve.get_deployment_handle("LLMServer", app_name="llm")
+        reply = await handle.chat.remote(
+            {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi"}]}
+        )
+    """
+
+    # Serve awaits an async constructor; mypy does not know that protocol.
+    async def __init__(self, config: dict[str, Any]) -> None:  # type: ignore[misc]
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._config = LLMAppConfig.model_validate(config)
+        model = resolve_model(self._config.model)
+        self._args = parse_server_args(self._config, model)
+        engine_args = AsyncEngineArgs.from_cli_args(self._args)
+        vllm_config = engine_args.create_engine_config(UsageContext.OPENAI_API_SERVER)
+        self._stats = EngineStatsRecorder()
+        self._engine = AsyncLLM.from_vllm_config(
+            vllm_config,
+            usage_context=UsageContext.OPENAI_API_SERVER,
+            stat_loggers=[self._stats.factory],
+            enable_log_requests=False,  # requests hold prompts: never logged
+            disable_log_stats=False,
+        )
+        self._app = await self._build_app()
+        logger.info("LLMServer ready: model %s", self._config.served_name)
+
+    async def _build_app(self) -> FastAPI:
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.entrypoints.openai.chat_completion.api_router import (
+            attach_router as attach_chat,
+        )
+        from vllm.entrypoints.openai.completion.api_router import (
+            attach_router as attach_completion,
+        )
+        from vllm.entrypoints.openai.models.api_router import attach_router as attach_models
+        from vllm.entrypoints.serve.exception_handling.register import init_exception_handler
+
+        app = FastAPI(title="LLMServer", docs_url=None, redoc_url=None)
+        attach_models(app)
+        attach_chat(app)
+        attach_completion(app)
+        init_exception_handler(app)
+        supported_tasks = await self._engine.get_supported_tasks()
+        await init_app_state(self._engine, app.state, self._args, supported_tasks)
+        # vLLM's engine-error handler stops its uvicorn server when the engine dies.
+        # Serve owns the server here: a dead engine fails check_health instead, and
+        # Serve replaces the replica.
+        app.state.server = types.SimpleNamespace(should_exit=False)
+        return app
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return self._app
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.shutdown()
+
+    # -- handle API ------------------------------------------------------------
+
+    async def models(self) -> dict[str, Any]:
+        """The OpenAI ``/v1/models`` list."""
+        listing = await self._app.state.openai_serving_models.show_available_models()
+        return dict(listing.model_dump())
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A chat completion (``stream`` is forced off)."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        handler = self._app.state.openai_serving_chat.create_chat_completion
+        return await self._complete(handler, ChatCompletionRequest, body)
+
+    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Chat completion chunks (``stream`` is forced on)."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        handler = self._app.state.openai_serving_chat.create_chat_completion
+        async for chunk in self._stream(handler, ChatCompletionRequest, body):
+            yield chunk
+
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A text completion (``stream`` is forced off)."""
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+        handler = self._app.state.openai_serving_completion.create_completion
+        return await self._complete(handler, CompletionRequest, body)
+
+    async def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Text completion chunks (``stream`` is forced on)."""
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+        handler = self._app.state.openai_serving_completion.create_completion
+        async for chunk in self._stream(handler, CompletionRequest, body):
+            yield chunk
+
+    async def engine_stats(self) -> dict[str, float]:
+        """Queue, KV-cache and token figures of this replica's engine."""
+        stats = self._stats.snapshot().as_dict()
+        stats["unfinished_requests"] = float(
+            self._engine.output_processor.get_num_unfinished_requests()
+        )
+        return stats
+
+    async def _complete(
+        self, handler: _Handler, request_cls: type[Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        result = await _call(handler, _parse(request_cls, body, stream=False))
+        return dict(result.model_dump())
+
+    async def _stream(
+        self, handler: _Handler, request_cls: type[Any], body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        result = await _call(handler, _parse(request_cls, body, stream=True))
+        try:
+            async for event in result:
+                for line in event.splitlines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line.removeprefix("data: ")
+                    if data == "[DONE]":
+                        return
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise LLMError.from_body(chunk)
+                    yield chunk
+        finally:
+            # A caller that stops reading (or is cancelled) closes this generator;
+            # closing vLLM's generator aborts the engine request and frees its KV cache.
+            await result.aclose()
+
+
+def _parse(request_cls: type[Any], body: dict[str, Any], *, stream: bool) -> Any:
+    if not isinstance(body, dict):
+        raise LLMError(f"the request body must be a JSON object, not {type(body).__name__}")
+    try:
+        return request_cls.model_validate({**body, "stream": stream})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise LLMError(f"{where}: {first['msg']}", param=where or None) from None
+
+
+async def _call(handler: _Handler, request: Any) -> Any:
+    """Run a vLLM serving handler; errors become :class:`LLMError` as over HTTP."""
+    from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+    from vllm.entrypoints.serve.exception_handling.error_response import (
+        create_error_response,
+    )
+
+    try:
+        result = await handler(request, None)
+    except Exception as exc:  # vLLM raises some request errors (e.g. validation)
+        result = create_error_response(exc)
+    if isinstance(result, ErrorResponse):
+        raise LLMError.from_body(result.model_dump())
+    return result

@@ -1,0 +1,70 @@
+"""The config -> vLLM flags mapping, checked by vLLM's own parser (unit tier)."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.config import ConfigError, LLMAppConfig
+from runtime.llm.engine_args import parse_server_args, replica_env, replica_options
+
+
+def _config(**overrides: object) -> LLMAppConfig:
+    return LLMAppConfig.model_validate({"model": {"source": "tiny-random"}, **overrides})
+
+
+def test_cpu_flags_parse_with_vllms_parser() -> None:
+    cfg = _config(
+        engine={
+            "max_model_len": 512,
+            "tool_call_parser": "hermes",
+            "chat_template": "chatml-tools",
+            "extra_args": ["--max-logprobs", "3"],
+        }
+    )
+    args = parse_server_args(cfg, "/models/x")
+    assert args.model == "/models/x"
+    assert args.served_model_name == ["tiny-random"]
+    assert args.max_model_len == 512
+    assert args.distributed_executor_backend == "uni"
+    assert args.enforce_eager is True
+    assert args.enable_auto_tool_choice and args.tool_call_parser == "hermes"
+    assert args.chat_template.endswith("runtime/llm/templates/chatml-tools.jinja")
+    assert args.max_logprobs == 3
+
+
+def test_unknown_extra_flag_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="vLLM rejected the engine flags"):
+        parse_server_args(_config(engine={"extra_args": ["--no-such-flag"]}), "/m")
+
+
+def test_cpu_replica_env_and_options() -> None:
+    cfg = _config(engine={"cpu_kv_cache_gib": 2})
+    env = replica_env(cfg)
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert env["HF_HUB_OFFLINE"] == "1"
+    options = replica_options(cfg)
+    assert "num_gpus" not in options["ray_actor_options"]
+    assert options["max_ongoing_requests"] >= cfg.engine.max_num_seqs
+
+
+def test_gpu_options_tensor_parallel() -> None:
+    cfg = LLMAppConfig.model_validate(
+        {
+            "model": {"source": "hub", "id": "org/m"},
+            "accelerator": "gpu",
+            "engine": {"tensor_parallel_size": 2},
+        }
+    )
+    options = replica_options(cfg)
+    assert options["placement_group_bundles"][1:] == [{"GPU": 1}, {"GPU": 1}]
+    assert "HF_HUB_OFFLINE" not in replica_env(cfg)
+    args = parse_server_args(cfg, "org/m")
+    assert args.distributed_executor_backend == "ray"
+    assert args.enforce_eager is False
+    single = replica_options(
+        LLMAppConfig.model_validate(
+            {"model": {"source": "hub", "id": "org/m"}, "accelerator": "gpu"}
+        )
+    )
+    assert single["ray_actor_options"]["num_gpus"] == 1
