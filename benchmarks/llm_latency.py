@@ -1,0 +1,291 @@
+"""Streaming chat latency: the LLM deployment over Serve HTTP vs vLLM's own OpenAI server.
+
+Both targets run the same model with the same engine flags (built by the
+runtime's own ``server_argv``) and the same replica environment, one after the
+other on this machine, and get the same load: ``--requests`` streaming chat
+requests, ``--concurrency`` at a time, each generating exactly ``--max-tokens``
+tokens (``ignore_eos``). Reported per target: TTFT, TPOT, ITL and end-to-end
+latency (p50/p95/p99), output tokens/s; and the ratios runtime / vLLM.
+
+    .venv/bin/python benchmarks/llm_latency.py --model smollm2 --concurrency 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
+
+from runtime.config import LLMAppConfig  # noqa: E402
+from runtime.llm.engine_args import replica_env, server_argv  # noqa: E402
+from runtime.models.sources import resolve_model  # noqa: E402
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Explain what a GPU does in one paragraph.",
+    "Write a short poem about the sea.",
+    "List three uses of a hash table.",
+    "Why is the sky blue?",
+    "Give me a recipe for pancakes.",
+    "What is the difference between a process and a thread?",
+    "Summarize the plot of Romeo and Juliet.",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def app_args(model: str) -> dict[str, Any]:
+    # The engine settings of serve_configs/local.yaml (CPU default dtype: float32).
+    return {"model": {"source": model}, "engine": {"max_model_len": 2048, "max_num_seqs": 32}}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+async def one_request(
+    client: openai.AsyncOpenAI, model: str, prompt: str, max_tokens: int
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    stamps: list[float] = []
+    tokens = 0
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            stamps.append(time.perf_counter())
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    end = time.perf_counter()
+    ttft = stamps[0] - start
+    itl = [b - a for a, b in itertools.pairwise(stamps)]
+    tpot = (end - stamps[0]) / (tokens - 1) if tokens > 1 else float("nan")
+    return {"ttft": ttft, "tpot": tpot, "itl": itl, "e2e": end - start, "tokens": tokens}
+
+
+async def run_load(
+    base_url: str, model: str, requests: int, concurrency: int, max_tokens: int, warmup: int
+) -> dict[str, Any]:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", timeout=600, max_retries=0)
+    for i in range(warmup):
+        await one_request(client, model, PROMPTS[i % len(PROMPTS)], max_tokens)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def bounded(i: int) -> dict[str, Any]:
+        async with sem:
+            return await one_request(client, model, PROMPTS[i % len(PROMPTS)], max_tokens)
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(bounded(i) for i in range(requests)))
+    wall = time.perf_counter() - start
+    await client.close()
+    summary: dict[str, Any] = {"requests": requests, "wall_s": wall}
+    for key in ("ttft", "tpot", "e2e"):
+        values = [r[key] for r in results]
+        summary[key] = {f"p{int(q * 100)}": pct(values, q) for q in (0.5, 0.95, 0.99)}
+    itl = [x for r in results for x in r["itl"]]
+    summary["itl"] = {f"p{int(q * 100)}": pct(itl, q) for q in (0.5, 0.95, 0.99)}
+    total_tokens = sum(r["tokens"] for r in results)
+    summary["output_tokens"] = total_tokens
+    summary["output_tokens_per_s"] = total_tokens / wall
+    return summary
+
+
+def bench_runtime(
+    config: LLMAppConfig, raw_args: dict[str, Any], ns: argparse.Namespace
+) -> dict[str, Any]:
+    import ray
+    from ray import serve
+
+    from runtime.deploy import deploy_config
+
+    port = free_port()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        t0 = time.perf_counter()
+        deploy_config(
+            {
+                "http_options": {"host": "127.0.0.1", "port": port},
+                "applications": [
+                    {
+                        "name": "llm",
+                        "route_prefix": "/",
+                        "import_path": "runtime.apps:build_llm_app",
+                        "args": raw_args,
+                    }
+                ],
+            }
+        )
+        ready = time.perf_counter() - t0
+        out = asyncio.run(
+            run_load(
+                f"http://127.0.0.1:{port}/v1",
+                config.served_name,
+                ns.requests,
+                ns.concurrency,
+                ns.max_tokens,
+                ns.warmup,
+            )
+        )
+        out["ready_s"] = ready
+        return out
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def bench_vllm(config: LLMAppConfig, ns: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        *server_argv(config, resolve_model(config.model)),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-uvicorn-access-log",
+    ]
+    env = {**os.environ, **replica_env(config)}
+    t0 = time.perf_counter()
+    log = open(REPO / ".cache" / "bench-vllm-server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited ({proc.returncode}); see {log.name}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        ready = time.perf_counter() - t0
+        out = asyncio.run(
+            run_load(
+                f"http://127.0.0.1:{port}/v1",
+                config.served_name,
+                ns.requests,
+                ns.concurrency,
+                ns.max_tokens,
+                ns.warmup,
+            )
+        )
+        out["ready_s"] = ready
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        log.close()
+
+
+def table(result: dict[str, Any]) -> str:
+    rt, vl, ratio = result["runtime_serve_http"], result["vllm_api_server"], result["ratios"]
+    rows = ["| metric | runtime (Serve HTTP) | vLLM api_server | ratio |", "|---|---|---|---|"]
+    for key in ("ttft", "tpot", "itl", "e2e"):
+        for q in ("p50", "p95", "p99"):
+            rows.append(
+                f"| {key} {q} (ms) | {rt[key][q] * 1e3:.1f} | {vl[key][q] * 1e3:.1f} | "
+                f"{ratio[f'{key}_{q}']:.3f} |"
+            )
+    rows.append(
+        f"| output tokens/s | {rt['output_tokens_per_s']:.1f} | "
+        f"{vl['output_tokens_per_s']:.1f} | {ratio['output_tokens_per_s']:.3f} |"
+    )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["smollm2", "tiny-random"], default="smollm2")
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=None)
+    ns = parser.parse_args()
+
+    raw_args = app_args(ns.model)
+    config = LLMAppConfig.model_validate(raw_args)
+    runtime = bench_runtime(config, raw_args, ns)
+    vllm = bench_vllm(config, ns)
+    ratios = {
+        f"{k}_{q}": runtime[k][q] / vllm[k][q]
+        for k in ("ttft", "tpot", "itl", "e2e")
+        for q in ("p50", "p95", "p99")
+    }
+    ratios["output_tokens_per_s"] = runtime["output_tokens_per_s"] / vllm["output_tokens_per_s"]
+    result = {
+        "benchmark": "llm_latency",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "model": config.served_name,
+        "engine_flags": server_argv(config, "<model dir>"),
+        "load": {
+            "requests": ns.requests,
+            "concurrency": ns.concurrency,
+            "max_tokens": ns.max_tokens,
+            "warmup": ns.warmup,
+            "streaming": True,
+        },
+        "runtime_serve_http": runtime,
+        "vllm_api_server": vllm,
+        "ratios": ratios,
+    }
+    out = ns.out or REPO / "benchmarks" / "results" / f"llm_latency_{ns.model}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    text = table(result)
+    out.with_suffix(".md").write_text(
+        f"# LLM latency: {config.served_name}, {ns.requests} requests, concurrency "
+        f"{ns.concurrency}, {ns.max_tokens} tokens each\n\n{text}\n"
+    )
+    print(text)
+    print(f"\nwritten: {out} and {out.with_suffix('.md')}")
+    print(
+        f"p50 TTFT ratio {ratios['ttft_p50']:.3f}; throughput ratio "
+        f"{ratios['output_tokens_per_s']:.3f}; median per-request output "
+        f"{statistics.median([runtime['output_tokens'] / ns.requests]):.0f} tokens"
+    )
+
+
+if __name__ == "__main__":
+    main()
