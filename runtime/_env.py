@@ -13,6 +13,10 @@ from pathlib import Path
 RUNTIME_CACHE_DIR = "RUNTIME_CACHE_DIR"
 
 
+#: Ray Serve's switch for HAProxy with direct ingress (read by every Ray process at start).
+SERVE_HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
 def cache_dir() -> Path:
     """The runtime's cache folder: ``$RUNTIME_CACHE_DIR``, else the user's cache."""
     explicit = os.environ.get(RUNTIME_CACHE_DIR)

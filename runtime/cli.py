@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from runtime import _env
 from runtime.config.errors import ConfigError
 
 
@@ -45,7 +47,19 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
-    ray.init(address=ns.address, include_dashboard=False, log_to_driver=ns.verbose)
+    if ns.address:
+        if ns.ingress == "haproxy":
+            print(
+                f"--ingress haproxy needs {_env.SERVE_HAPROXY}=1 on the cluster's nodes "
+                "when they start; it cannot be switched on from here",
+                file=sys.stderr,
+            )
+            return 2
+        ray.init(address=ns.address, log_to_driver=ns.verbose)
+    else:  # a new local cluster, gone on exit
+        if ns.ingress == "haproxy":
+            os.environ[_env.SERVE_HAPROXY] = "1"  # inherited by the cluster's processes
+        ray.init(address="local", include_dashboard=False, log_to_driver=ns.verbose)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -89,6 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("config", type=Path)
     run.add_argument("--address", default=None, help="an existing Ray cluster (default: new)")
     run.add_argument("--verbose", action="store_true", help="stream replica logs to the terminal")
+    run.add_argument(
+        "--ingress",
+        choices=["proxy", "haproxy"],
+        default="proxy",
+        help=(
+            "proxy: Serve's proxy actor, listening on the config's host only (default). "
+            "haproxy: HAProxy forwarding straight to replicas (faster streaming; replica "
+            "ports listen on all interfaces, so use it behind a firewall)"
+        ),
+    )
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check", help="strictly validate serve config files")

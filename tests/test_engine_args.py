@@ -68,3 +68,12 @@ def test_gpu_options_tensor_parallel() -> None:
         )
     )
     assert single["ray_actor_options"]["num_gpus"] == 1
+
+
+def test_cpu_engine_threads_default_to_the_cores_the_replica_may_use() -> None:
+    import os
+
+    from runtime.llm.engine_args import engine_threads
+
+    assert engine_threads(_config()) == len(os.sched_getaffinity(0))
+    assert engine_threads(_config(engine={"cpu_threads": 3})) == 3

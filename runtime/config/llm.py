@@ -83,6 +83,15 @@ class EngineConfig(StrictModel):
     cpu_kv_cache_gib: int = Field(
         default=1, ge=1, description="KV cache of the CPU engine, in whole GiB."
     )
+    cpu_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "OpenMP threads of the CPU engine; defaults to every core the replica's "
+            "process may run on, as vLLM's own server uses (Ray would cap them at the "
+            "replica's num_cpus)."
+        ),
+    )
     enforce_eager: bool | None = Field(
         default=None,
         description="Skip graph capture and compilation; defaults to true on CPU, false on GPU.",

@@ -115,6 +115,11 @@ def replica_env(config: LLMAppConfig) -> dict[str, str]:
     return env
 
 
+def engine_threads(config: LLMAppConfig) -> int:
+    """OpenMP threads for the CPU engine on this node (call it on the replica)."""
+    return config.engine.cpu_threads or len(os.sched_getaffinity(0))
+
+
 def replica_options(config: LLMAppConfig) -> dict[str, Any]:
     """Serve deployment options that follow from the config (placement, resources)."""
     actor: dict[str, Any] = {

@@ -11,8 +11,10 @@ Handle (no HTTP hop): ``chat`` / ``completions`` return a response dict;
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -22,7 +24,7 @@ from pydantic import ValidationError
 from ray import serve
 
 from runtime.config.llm import LLMAppConfig
-from runtime.llm.engine_args import parse_server_args
+from runtime.llm.engine_args import engine_threads, parse_server_args
 from runtime.llm.errors import LLMError
 from runtime.llm.stats import EngineStatsRecorder
 from runtime.models.sources import resolve_model
@@ -52,7 +54,13 @@ class LLMServer:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self._config = LLMAppConfig.model_validate(config)
-        model = resolve_model(self._config.model)
+        if self._config.accelerator == "cpu":
+            # Ray sets OMP_NUM_THREADS to the replica's num_cpus (1 by default); the
+            # engine process, spawned from here, would then run its kernels on one
+            # core where vLLM's own server uses all of them.
+            os.environ["OMP_NUM_THREADS"] = str(engine_threads(self._config))
+        # A first start may convert a model for a minute: keep the replica's loop free.
+        model = await asyncio.to_thread(resolve_model, self._config.model)
         self._args = parse_server_args(self._config, model)
         engine_args = AsyncEngineArgs.from_cli_args(self._args)
         vllm_config = engine_args.create_engine_config(UsageContext.OPENAI_API_SERVER)

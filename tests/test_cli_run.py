@@ -1,0 +1,79 @@
+"""`python -m runtime run` end to end, as a user runs it: its own new local Ray
+cluster, HAProxy direct ingress, the official client, then Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from .conftest import REPO, TINY_MODEL, free_port, tiny_app
+
+
+@pytest.mark.cluster
+def test_run_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    config = {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [tiny_app(route_prefix="/")],
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "run", str(path), "--ingress", "haproxy"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C to stop." in line:
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(300), "".join(lines[-40:])
+        output = "".join(lines)
+        assert f"serving at http://127.0.0.1:{port}/v1" in output
+
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", timeout=60)
+        reply = client.chat.completions.create(
+            model=TINY_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == 4
+        chunks = list(
+            client.chat.completions.create(
+                model=TINY_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+                stream=True,
+            )
+        )  # fmt: skip
+        assert chunks[-1].choices[0].finish_reason == "length"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        reader.join(5)
+    assert code == 0, "".join(lines[-40:])
+    assert "Stopping: shutting down Serve and Ray" in "".join(lines)
+    deadline = time.monotonic() + 10
+    with pytest.raises(openai.APIConnectionError):  # nothing listens any more
+        while time.monotonic() < deadline:
+            client.models.list()
+            time.sleep(0.5)
