@@ -28,27 +28,25 @@ def format_loc(loc: Iterable[Any]) -> str:
     return out
 
 
-def _model_classes(annotation: Any) -> list[type[BaseModel]]:
-    """The pydantic models an annotation admits (through Optional, Union, Annotated)."""
+def _model_classes(annotation: Any, *, items: bool = False) -> list[type[BaseModel]]:
+    """The pydantic models an annotation admits (through Optional, Union, Annotated);
+    with ``items``, those its list elements admit instead."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _model_classes(typing.get_args(annotation)[0])
+        return _model_classes(typing.get_args(annotation)[0], items=items)
     if origin in (Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _model_classes(arg)]
+        return [m for a in typing.get_args(annotation) for m in _model_classes(a, items=items)]
+    if items:
+        if origin in (list, tuple, Sequence):
+            return [m for a in typing.get_args(annotation) for m in _model_classes(a)]
+        return []
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     return []
 
 
 def _list_item_models(annotation: Any) -> list[type[BaseModel]]:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _list_item_models(typing.get_args(annotation)[0])
-    if origin in (Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _list_item_models(arg)]
-    if origin in (list, tuple, Sequence):
-        return [m for arg in typing.get_args(annotation) for m in _model_classes(arg)]
-    return []
+    return _model_classes(annotation, items=True)
 
 
 def _field_names(model: type[BaseModel]) -> set[str]:
