@@ -56,9 +56,8 @@ def _cmd_run(ns: argparse.Namespace) -> int:
             )
             return 2
         ray.init(address=ns.address, log_to_driver=ns.verbose)
-    else:  # a new local cluster, gone on exit
-        if ns.ingress == "haproxy":
-            os.environ[_env.SERVE_HAPROXY] = "1"  # inherited by the cluster's processes
+    else:  # a new local cluster, gone on exit; its processes inherit the Serve settings
+        os.environ.update(_env.serve_env(ns.ingress))
         ray.init(address="local", include_dashboard=False, log_to_driver=ns.verbose)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

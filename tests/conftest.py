@@ -19,12 +19,16 @@ from typing import Any
 import pytest
 import yaml
 
+from runtime import _env
+
 REPO = Path(__file__).resolve().parent.parent
 SERVE_CONFIGS = REPO / "serve_configs"
 
 # Set before Ray starts: token auth is on by default for new local clusters in 2.60.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
+# The Serve settings `python -m runtime run` starts its clusters with.
+os.environ.update(_env.serve_env())
 
 TINY_MODEL = "tiny-random"
 TINY_MAX_MODEL_LEN = 512
