@@ -27,11 +27,13 @@ from typing import Any
 
 import httpx
 import openai
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 
+from runtime import _env  # noqa: E402
 from runtime.config import LLMAppConfig  # noqa: E402
 from runtime.llm.engine_args import replica_env, server_argv  # noqa: E402
 from runtime.models.sources import resolve_model  # noqa: E402
@@ -199,8 +201,10 @@ def bench_vllm(config: LLMAppConfig, ns: argparse.Namespace) -> dict[str, Any]:
         out["ready_s"] = ready
         return out
     finally:
+        children = psutil.Process(proc.pid).children(recursive=True)  # the engine core
         proc.terminate()
         proc.wait(60)
+        psutil.wait_procs(children, timeout=60)  # all gone before the next target starts
         log.close()
 
 
@@ -238,13 +242,15 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None)
     ns = parser.parse_args()
-    if ns.ingress == "haproxy":  # read by Serve at import, in every Ray process
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    # The Serve settings `python -m runtime run` uses, before any Ray process starts.
+    os.environ.update(_env.serve_env(ns.ingress))
 
     raw_args = app_args(ns.model)
     config = LLMAppConfig.model_validate(raw_args)
-    runtime = bench_runtime(config, raw_args, ns)
+    # Bare vLLM first: Ray's processes take a few seconds to exit after shutdown,
+    # and must not steal CPU from the baseline.
     vllm = bench_vllm(config, ns)
+    runtime = bench_runtime(config, raw_args, ns)
     ratios = {
         f"{k}_{q}": runtime[k][q] / vllm[k][q]
         for k in ("ttft", "tpot", "itl", "e2e")
@@ -262,6 +268,7 @@ def main() -> None:
         "model": config.served_name,
         "engine_flags": server_argv(config, "<model dir>"),
         "serve_ingress": ns.ingress,
+        "serve_env": _env.serve_env(ns.ingress),
         "load": {
             "requests_per_round": ns.requests,
             "rounds": ns.rounds,
