@@ -1,7 +1,8 @@
 """The one registry of environment variables the runtime reads.
 
-Nothing else in the package reads ``os.environ`` for its own settings; the
-vLLM variables set for a replica are written (not read) by ``runtime.llm``.
+Nothing else in the package reads ``os.environ`` for its own settings. The
+variables written for Ray and vLLM processes (``serve_env``, ``runtime.llm``)
+are set before those processes start.
 """
 
 from __future__ import annotations
@@ -34,10 +35,16 @@ def serve_env(ingress: str = "proxy") -> dict[str, str]:
     return {key: os.environ.get(key, value) for key, value in env.items()}
 
 
+def explicit_cache_dir() -> Path | None:
+    """``$RUNTIME_CACHE_DIR`` when it is set."""
+    explicit = os.environ.get(RUNTIME_CACHE_DIR)
+    return Path(explicit).expanduser().resolve() if explicit else None
+
+
 def cache_dir() -> Path:
     """The runtime's cache folder: ``$RUNTIME_CACHE_DIR``, else the user's cache."""
-    explicit = os.environ.get(RUNTIME_CACHE_DIR)
+    explicit = explicit_cache_dir()
     if explicit:
-        return Path(explicit).expanduser().resolve()
+        return explicit
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "agent-runtime"

@@ -107,11 +107,11 @@ def replica_env(config: LLMAppConfig) -> dict[str, str]:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(config.engine.cpu_kv_cache_gib)
     if not isinstance(config.model, HubSource):
         env["HF_HUB_OFFLINE"] = "1"
-    explicit_cache = os.environ.get(_env.RUNTIME_CACHE_DIR)
+    explicit_cache = _env.explicit_cache_dir()
     if explicit_cache:
         # Same cache on a local cluster; on a real cluster each node has its own default.
-        env[_env.RUNTIME_CACHE_DIR] = str(_env.cache_dir())
-        env["VLLM_CACHE_ROOT"] = str(_env.cache_dir() / "vllm")
+        env[_env.RUNTIME_CACHE_DIR] = str(explicit_cache)
+        env["VLLM_CACHE_ROOT"] = str(explicit_cache / "vllm")
     return env
 
 
