@@ -107,7 +107,7 @@ class LLMServer:
 
     def __del__(self) -> None:
         engine = getattr(self, "_engine", None)
-        if engine is not None:
+        if engine is not None and not engine.errored:  # a dead engine has nothing to stop
             engine.shutdown()
 
     # -- handle API ------------------------------------------------------------
