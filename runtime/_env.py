@@ -21,6 +21,10 @@ SERVE_THROUGHPUT_OPTIMIZED = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
 #: Throughput mode would also move handles' routers onto the caller's event loop,
 #: which breaks ``handle.remote().result()`` from synchronous code: kept separate.
 SERVE_ROUTER_IN_SEPARATE_LOOP = "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"
+#: Throughput mode turns on direct ingress, whose replicas drain for at least 30 s
+#: on shutdown so that load balancers can deregister them. Nothing in front of a
+#: local cluster needs that: Ctrl-C should not take half a minute.
+SERVE_DIRECT_INGRESS_DRAIN_S = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
 
 
 def serve_env(ingress: str = "proxy") -> dict[str, str]:
@@ -29,7 +33,11 @@ def serve_env(ingress: str = "proxy") -> dict[str, str]:
     Serve reads them once per process, so they must be in the environment before
     Ray starts; values already set there win.
     """
-    env = {SERVE_THROUGHPUT_OPTIMIZED: "1", SERVE_ROUTER_IN_SEPARATE_LOOP: "1"}
+    env = {
+        SERVE_THROUGHPUT_OPTIMIZED: "1",
+        SERVE_ROUTER_IN_SEPARATE_LOOP: "1",
+        SERVE_DIRECT_INGRESS_DRAIN_S: "1",
+    }
     if ingress == "haproxy":
         env[SERVE_HAPROXY] = "1"
     return {key: os.environ.get(key, value) for key, value in env.items()}

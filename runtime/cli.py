@@ -63,8 +63,11 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         print(f"Deploying {ns.config} (the first start converts the model: about a minute)")
-        deploy_config(schema, source=str(ns.config))
+        deploy_config(schema, source=str(ns.config), wait_for_http=not ns.address)
         _print_endpoints(schema)
+        # Ctrl-C stops a deploy in progress (KeyboardInterrupt); once serving, it
+        # sets `stop`, also in a process started with SIGINT ignored (`cmd &`).
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
         stop.wait()
     except DeployError as err:
         print(err, file=sys.stderr)

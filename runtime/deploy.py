@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from typing import Any
 
 from runtime.config.serve_file import check_serve_config
@@ -13,12 +15,18 @@ class DeployError(RuntimeError):
 
 
 def deploy_config(
-    config: dict[str, Any] | Any, *, source: str = "<serve config>", timeout_s: float = 600
+    config: dict[str, Any] | Any,
+    *,
+    source: str = "<serve config>",
+    timeout_s: float = 600,
+    wait_for_http: bool = True,
 ) -> Any:
     """Deploy a serve config (a dict, or a checked ``ServeDeploySchema``) and wait until ready.
 
     Like ``serve deploy``, the config is declarative: applications it does not
-    name are removed. Ray must be initialized (``ray.init``) beforehand.
+    name are removed. Ray must be initialized (``ray.init``) beforehand. With
+    ``wait_for_http`` (for a cluster on this machine), it also waits until the
+    HTTP ingress routes every application.
 
     Returns:
         The ``ServeDeploySchema`` that was deployed.
@@ -38,7 +46,33 @@ def deploy_config(
     )
     client.deploy_apps(schema, _blocking=False)
     wait_until_running([app.name for app in schema.applications], timeout_s=timeout_s)
+    if wait_for_http:
+        host = schema.http_options.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        prefixes = [app.route_prefix for app in schema.applications if app.route_prefix]
+        wait_for_routes(f"http://{host}:{schema.http_options.port}", prefixes)
     return schema
+
+
+def wait_for_routes(base_url: str, prefixes: list[str], *, timeout_s: float = 60) -> None:
+    """Block until Serve's HTTP ingress at ``base_url`` routes every prefix.
+
+    An application is RUNNING before the proxy has its route: a request sent in
+    between gets a 404 from the proxy.
+    """
+    deadline = time.monotonic() + timeout_s
+    routes: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/-/routes", timeout=5) as reply:
+                routes = json.loads(reply.read())
+            if all(prefix in routes for prefix in prefixes):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise DeployError(f"{base_url} does not route {prefixes} after {timeout_s:.0f} s: {routes}")
 
 
 def wait_until_running(app_names: list[str], *, timeout_s: float = 600) -> None:
