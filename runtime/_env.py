@@ -26,6 +26,20 @@ SERVE_ROUTER_IN_SEPARATE_LOOP = "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"
 #: local cluster needs that: Ctrl-C should not take half a minute.
 SERVE_DIRECT_INGRESS_DRAIN_S = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
 
+#: Where ``runtime.connect()`` sends HTTP when no URL is given and no Ray cluster is
+#: connected: the Serve endpoint (or, with issue 4's gateway, the gateway).
+RUNTIME_URL = "RUNTIME_URL"
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def runtime_url() -> str:
+    return os.environ.get(RUNTIME_URL) or DEFAULT_URL
+
+
+def ray_address() -> str | None:
+    """``$RAY_ADDRESS``: set inside a Ray cluster's jobs, or by the user."""
+    return os.environ.get("RAY_ADDRESS") or None
+
 
 def serve_env(ingress: str = "proxy") -> dict[str, str]:
     """Ray Serve settings for clusters the runtime starts (``run``, tests, benchmarks).
@@ -56,3 +70,11 @@ def cache_dir() -> Path:
         return explicit
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "agent-runtime"
+
+
+def required(name: str) -> str:
+    """A variable the config names (e.g. a DSN's ``dsn_env``); its value is never logged."""
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(f"environment variable {name} is not set (the serve config names it)")
+    return value

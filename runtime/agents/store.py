@@ -1,0 +1,242 @@
+"""Where sessions live: a table of sessions (owner, lease of the running turn) beside
+LangGraph's checkpointer (conversation and graph state), in SQLite or PostgreSQL.
+
+Leases make "any replica serves any session" safe: a turn runs only while its
+replica holds the session's lease, which the replica renews while the turn runs.
+A replica that dies stops renewing; its leases lapse after ``lease_ttl_s`` and the
+session is free again, its state intact up to the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime import _env
+from runtime.config.agents import PostgresStore, SqliteStore, StoreConfig
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runtime_sessions (
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    turns INTEGER NOT NULL DEFAULT 0,
+    run_id TEXT,
+    lease_until DOUBLE PRECISION,
+    cancel_run TEXT
+)
+"""
+_COLUMNS = "id, agent, tenant, created_at, updated_at, turns, run_id, lease_until"
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    agent: str
+    tenant: str
+    created_at: float
+    updated_at: float
+    turns: int
+    run_id: str | None
+    lease_until: float | None
+
+    def running(self, now: float) -> bool:
+        return self.run_id is not None and (self.lease_until or 0.0) >= now
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> SessionRow:
+        return cls(**{k: row[k] for k in _COLUMNS.split(", ")})
+
+
+class SessionStore(ABC):
+    """The sessions table. Times are the replicas' clocks (keep them in sync with NTP)."""
+
+    #: The LangGraph checkpointer on the same database.
+    checkpointer: Any
+
+    @abstractmethod
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+
+    @abstractmethod
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
+        """Run a query; its rows, by column name."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def create(self, session_id: str, agent: str, tenant: str) -> SessionRow | None:
+        """The new session, or None when the id is taken."""
+        now = time.time()
+        changed = await self._execute(
+            "INSERT INTO runtime_sessions (id, agent, tenant, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (session_id, agent, tenant, now, now),
+        )
+        return SessionRow(session_id, agent, tenant, now, now, 0, None, None) if changed else None
+
+    async def get(self, session_id: str) -> SessionRow | None:
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM runtime_sessions WHERE id = ?", (session_id,)
+        )
+        return SessionRow.of(rows[0]) if rows else None
+
+    async def delete(self, session_id: str) -> bool:
+        return await self._execute("DELETE FROM runtime_sessions WHERE id = ?", (session_id,)) > 0
+
+    async def acquire(self, session_id: str, run_id: str, ttl_s: float) -> bool:
+        """Take the session's lease for ``run_id`` unless a live turn holds it."""
+        now = time.time()
+        return (
+            await self._execute(
+                "UPDATE runtime_sessions SET run_id = ?, lease_until = ?, cancel_run = NULL, "
+                "turns = turns + 1, updated_at = ? "
+                "WHERE id = ? AND (run_id IS NULL OR lease_until < ?)",
+                (run_id, now + ttl_s, now, session_id, now),
+            )
+            == 1
+        )
+
+    async def release(self, session_id: str, run_id: str) -> None:
+        await self._execute(
+            "UPDATE runtime_sessions SET run_id = NULL, lease_until = NULL, cancel_run = NULL, "
+            "updated_at = ? WHERE id = ? AND run_id = ?",
+            (time.time(), session_id, run_id),
+        )
+
+    async def renew(self, run_ids: Sequence[str], ttl_s: float) -> set[str]:
+        """Extend the leases of these runs; the runs asked to stop (cancel or interrupt)."""
+        if not run_ids:
+            return set()
+        marks = ", ".join("?" * len(run_ids))
+        await self._execute(
+            f"UPDATE runtime_sessions SET lease_until = ? WHERE run_id IN ({marks})",
+            (time.time() + ttl_s, *run_ids),
+        )
+        rows = await self._fetch(
+            f"SELECT run_id FROM runtime_sessions WHERE run_id IN ({marks}) "
+            "AND cancel_run = run_id",
+            tuple(run_ids),
+        )
+        return {str(r["run_id"]) for r in rows}
+
+    async def request_cancel(self, session_id: str) -> str | None:
+        """Ask the replica running this session's turn to stop it; that run's id."""
+        now = time.time()
+        await self._execute(
+            "UPDATE runtime_sessions SET cancel_run = run_id "
+            "WHERE id = ? AND run_id IS NOT NULL AND lease_until >= ?",
+            (session_id, now),
+        )
+        row = await self.get(session_id)
+        return row.run_id if row and row.running(now) else None
+
+
+class SqliteSessionStore(SessionStore):
+    def __init__(self, conn: Any, saver_cm: AbstractAsyncContextManager[Any], saver: Any) -> None:
+        self._conn = conn
+        self._saver_cm = saver_cm
+        self.checkpointer = saver
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, config: SqliteStore) -> SqliteSessionStore:
+        import aiosqlite
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        path = sqlite_path(config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, timeout=30)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA busy_timeout=30000")
+        await conn.execute(_SCHEMA)
+        await conn.commit()
+        saver_cm = AsyncSqliteSaver.from_conn_string(str(path))
+        saver = await saver_cm.__aenter__()
+        await saver.conn.execute("PRAGMA busy_timeout=30000")
+        await saver.setup()
+        return cls(conn, saver_cm, saver)
+
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._lock:
+            cursor = await self._conn.execute(sql, params)
+            await self._conn.commit()
+            return int(cursor.rowcount)
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
+        async with self._lock:
+            cursor = await self._conn.execute(sql, params)
+            return list(await cursor.fetchall())
+
+    async def close(self) -> None:
+        await self._saver_cm.__aexit__(None, None, None)
+        await self._conn.close()
+
+
+class PostgresSessionStore(SessionStore):
+    def __init__(self, pool: Any, saver: Any) -> None:
+        self._pool = pool
+        self.checkpointer = saver
+
+    @classmethod
+    async def open(cls, config: PostgresStore) -> PostgresSessionStore:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        dsn = config.dsn if config.dsn is not None else _env.required(str(config.dsn_env))
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=config.pool_size,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+        )
+        try:
+            await pool.open(wait=True, timeout=30)
+        except Exception as exc:  # the DSN may hold a password: never print it
+            await pool.close()
+            raise RuntimeError(f"cannot connect to PostgreSQL ({type(exc).__name__})") from None
+        saver = AsyncPostgresSaver(pool)
+        async with pool.connection() as conn:
+            # Replicas start together; the checkpointer's migrations must run once.
+            await conn.execute("SELECT pg_advisory_lock(724011)")
+            try:
+                await saver.setup()
+                await conn.execute(_SCHEMA)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(724011)")
+        return cls(pool, saver)
+
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(sql.replace("?", "%s"), params)
+            return int(cursor.rowcount)
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(sql.replace("?", "%s"), params)
+            return list(await cursor.fetchall())
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+def sqlite_path(config: SqliteStore) -> Path:
+    path = Path(config.path).expanduser()
+    return path if path.is_absolute() else _env.cache_dir() / path
+
+
+async def open_store(config: StoreConfig) -> SessionStore:
+    if isinstance(config, PostgresStore):
+        return await PostgresSessionStore.open(config)
+    return await SqliteSessionStore.open(config)
