@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS runtime_sessions (
     cancel_run TEXT
 )
 """
+_TRY_LOCK = "SELECT pg_try_advisory_lock(724011) AS locked"
 _COLUMNS = "id, agent, tenant, created_at, updated_at, turns, run_id, lease_until"
 
 
@@ -208,8 +209,14 @@ class PostgresSessionStore(SessionStore):
             raise RuntimeError(f"cannot connect to PostgreSQL ({type(exc).__name__})") from None
         saver = AsyncPostgresSaver(pool)
         async with pool.connection() as conn:
-            # Replicas start together; the checkpointer's migrations must run once.
-            await conn.execute("SELECT pg_advisory_lock(724011)")
+            # Replicas start together; the checkpointer's migrations must run once. A
+            # blocking pg_advisory_lock would deadlock: the waiting statement holds a
+            # snapshot that the migrations' CREATE INDEX CONCURRENTLY waits for. Poll.
+            deadline = time.monotonic() + 120
+            while not (await (await conn.execute(_TRY_LOCK)).fetchone() or {}).get("locked"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("another replica held the schema lock for 120 s")
+                await asyncio.sleep(0.2)
             try:
                 await saver.setup()
                 await conn.execute(_SCHEMA)
