@@ -2,22 +2,73 @@
 
 Public API (everything else is internal)::
 
-    from runtime import LLMAppConfig, load_serve_config, deploy_config, LLMError
+    import runtime
+
+    client = runtime.connect()                      # handles in-cluster, else HTTP
+    session = client.agent("assistant").session()
+    print(session.invoke("What is 2 + 3?").answer)
+
+    from runtime import load_serve_config, deploy_config   # serve configs
 """
 
+from runtime.agents.errors import (
+    AgentError,
+    AgentNotFoundError,
+    AgentUnavailableError,
+    BudgetExceededError,
+    InvalidInputError,
+    ModelCallError,
+    RunCancelledError,
+    RunFailedError,
+    SessionBusyError,
+    SessionExistsError,
+    SessionNotFoundError,
+)
+from runtime.agents.protocol import (
+    Message,
+    RunEvent,
+    RunResult,
+    SessionInfo,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
 from runtime.config import ConfigError, LLMAppConfig, check_serve_config, load_serve_config
 from runtime.deploy import DeployError, deploy_config
 from runtime.llm.errors import LLMError
+from runtime.sdk import Agent, Client, Session, connect
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentError",
+    "AgentNotFoundError",
+    "AgentUnavailableError",
+    "BudgetExceededError",
+    "Client",
     "ConfigError",
     "DeployError",
+    "InvalidInputError",
     "LLMAppConfig",
     "LLMError",
+    "Message",
+    "ModelCallError",
+    "RunCancelledError",
+    "RunEvent",
+    "RunFailedError",
+    "RunResult",
+    "Session",
+    "SessionBusyError",
+    "SessionExistsError",
+    "SessionInfo",
+    "SessionNotFoundError",
+    "ToolCall",
+    "ToolResult",
+    "Usage",
     "__version__",
     "check_serve_config",
+    "connect",
     "deploy_config",
     "load_serve_config",
 ]

@@ -6,6 +6,7 @@ from typing import Any
 
 from ray.serve import Application, Deployment
 
+from runtime.config.agents import AgentAppConfig
 from runtime.config.llm import LLMAppConfig
 from runtime.config.serve_file import validate_args
 
@@ -24,3 +25,24 @@ def build_llm_app(args: dict[str, Any]) -> Application:
     config: LLMAppConfig = validate_args(LLMAppConfig, args, "runtime.apps:build_llm_app")
     deployment: Deployment = LLMServer  # made by @serve.deployment
     return deployment.options(**replica_options(config)).bind(config.model_dump(mode="json"))
+
+
+def build_agent_app(args: dict[str, Any]) -> Application:
+    """An application hosting agents and their sessions (``AgentServer``).
+
+    Example::
+
+        >>> app = build_agent_app({"agents": [{"name": "assistant",  # doctest: +SKIP
+        ...     "factory": "runtime.agents.examples:assistant",
+        ...     "llm": {"model": "smollm2-135m-instruct"}}]})
+        >>> serve.run(app, name="agents", route_prefix="/v1/agents")  # doctest: +SKIP
+    """
+    from runtime.agents.server import AgentServer
+
+    config: AgentAppConfig = validate_args(AgentAppConfig, args, "runtime.apps:build_agent_app")
+    deployment: Deployment = AgentServer
+    return deployment.options(
+        # Sessions wait on LLMs and tools, not on this replica's CPU: many per replica.
+        max_ongoing_requests=512,
+        ray_actor_options={"num_cpus": 0.5},
+    ).bind(config.model_dump(mode="json"))

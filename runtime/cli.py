@@ -39,6 +39,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
+    from runtime.config.placement import CPU_WORKER
     from runtime.config.serve_file import load_serve_config
     from runtime.deploy import DeployError, deploy_config
 
@@ -58,7 +59,12 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         ray.init(address=ns.address, log_to_driver=ns.verbose)
     else:  # a new local cluster, gone on exit; its processes inherit the Serve settings
         os.environ.update(_env.serve_env(ns.ingress))
-        ray.init(address="local", include_dashboard=False, log_to_driver=ns.verbose)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            log_to_driver=ns.verbose,
+            labels=dict(CPU_WORKER),  # agents select CPU workers; this node is one
+        )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -1,0 +1,416 @@
+"""The Python SDK: sessions with agents, over deployment handles or over HTTP.
+
+Inside the Ray cluster (a driver connected with ``ray.init``, a job, another
+deployment) ``connect()`` talks to the agents through Serve deployment handles, with
+no HTTP hop; outside, it talks HTTP to the Serve endpoint. The API is the same::
+
+    import runtime
+
+    client = runtime.connect()                     # or connect("http://127.0.0.1:8000")
+    session = client.agent("assistant").session()  # a new session; .session(id) reopens one
+    print(session.invoke("What is 2 + 3?").answer)
+    for event in session.stream("And times 4?"):
+        if event.type == "token":
+            print(event.text, end="")
+    print(session.history())
+
+Every blocking method has an ``a``-prefixed coroutine twin (``ainvoke``, ``astream``,
+``ahistory``, ...). Errors are :class:`runtime.AgentError` subclasses on both paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import weakref
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any, Protocol, TypeVar
+
+from runtime import _env
+from runtime.agents.errors import AgentError, AgentUnavailableError
+from runtime.agents.protocol import (
+    DEFAULT_TENANT,
+    TENANT_HEADER,
+    Message,
+    RunEvent,
+    RunResult,
+    SessionInfo,
+)
+
+T = TypeVar("T")
+
+#: The route prefix of the agent application in the serve configs of this project.
+AGENTS_PATH = "/v1/agents"
+
+
+class Transport(Protocol):
+    async def agents(self) -> list[str]: ...
+    async def create_session(self, agent: str, session_id: str | None) -> SessionInfo: ...
+    async def get_session(self, agent: str, session_id: str) -> SessionInfo: ...
+    async def delete_session(self, agent: str, session_id: str) -> None: ...
+    async def invoke(self, agent: str, session_id: str, text: str) -> RunResult: ...
+    def stream(self, agent: str, session_id: str, text: str) -> AsyncIterator[RunEvent]: ...
+    async def history(self, agent: str, session_id: str) -> list[Message]: ...
+    async def cancel(self, agent: str, session_id: str) -> bool: ...
+    async def aclose(self) -> None: ...
+
+
+class _Bridge:
+    """Runs the SDK's coroutines for its blocking methods, on one private loop thread."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def loop(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None:
+                cls._loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=cls._loop.run_forever, name="runtime-sdk", daemon=True
+                ).start()
+            return cls._loop
+
+    @classmethod
+    def run(cls, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, cls.loop()).result()
+
+    @classmethod
+    def iterate(cls, agen: AsyncIterator[T]) -> Iterator[T]:
+        try:
+            while True:
+                try:
+                    yield cls.run(agen.__anext__())  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+        finally:
+            closer = getattr(agen, "aclose", None)
+            if closer is not None:
+                cls.run(closer())
+
+
+# -- transports ------------------------------------------------------------------------
+
+
+def _unavailable(exc: BaseException) -> AgentUnavailableError:
+    return AgentUnavailableError(
+        f"the agent service failed during the call ({type(exc).__name__}); the session "
+        "keeps its last checkpoint, retrying is safe"
+    )
+
+
+class HandleTransport:
+    """Serve deployment handles to the ``AgentServer`` of application ``app``."""
+
+    def __init__(self, app: str, tenant: str) -> None:
+        from ray import serve
+
+        self._handle = serve.get_app_handle(app)
+        self._tenant = tenant
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self._handle, method).remote(self._tenant, *args)
+        except AgentError as err:
+            raise AgentError.plain(err) from None
+        except Exception as exc:  # replica died, back-pressure, app missing
+            raise _unavailable(exc) from None
+
+    async def agents(self) -> list[str]:
+        try:
+            return list(await self._handle.agents.remote())
+        except Exception as exc:
+            raise _unavailable(exc) from None
+
+    async def create_session(self, agent: str, session_id: str | None) -> SessionInfo:
+        info: SessionInfo = await self._call("create_session", agent, session_id)
+        return info
+
+    async def get_session(self, agent: str, session_id: str) -> SessionInfo:
+        info: SessionInfo = await self._call("get_session", agent, session_id)
+        return info
+
+    async def delete_session(self, agent: str, session_id: str) -> None:
+        await self._call("delete_session", agent, session_id)
+
+    async def invoke(self, agent: str, session_id: str, text: str) -> RunResult:
+        result: RunResult = await self._call("invoke", agent, session_id, text)
+        return result
+
+    async def stream(self, agent: str, session_id: str, text: str) -> AsyncIterator[RunEvent]:
+        response = self._handle.options(stream=True).stream.remote(
+            self._tenant, agent, session_id, text
+        )
+        finished = False
+        try:
+            async for event in response:
+                yield event
+            finished = True
+        except AgentError as err:
+            finished = True
+            raise AgentError.plain(err) from None
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            finished = True
+            raise _unavailable(exc) from None
+        finally:
+            if not finished:
+                response.cancel()  # the replica's generator is closed: the run is cancelled
+
+    async def history(self, agent: str, session_id: str) -> list[Message]:
+        messages: list[Message] = await self._call("history", agent, session_id)
+        return messages
+
+    async def cancel(self, agent: str, session_id: str) -> bool:
+        return bool(await self._call("cancel", agent, session_id))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class HttpTransport:
+    """HTTP to the agent routes of a Serve endpoint (or, later, of the gateway)."""
+
+    def __init__(
+        self, url: str, path: str, tenant: str | None, api_key: str | None, timeout: float
+    ) -> None:
+        self._base = url.rstrip("/") + path
+        self._headers = {}
+        if tenant is not None:
+            self._headers[TENANT_HEADER] = tenant
+        if api_key is not None:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = timeout
+        # httpx clients belong to one event loop: one per loop that uses this transport.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _client(self) -> Any:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(
+                base_url=self._base, headers=self._headers, timeout=self._timeout
+            )
+            self._clients[loop] = client
+        return client
+
+    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        import httpx
+
+        try:
+            response = await self._client().request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise _unavailable(exc) from None
+        if response.status_code >= 400:
+            raise _http_error(response.status_code, response.content)
+        return response.json() if response.content else None
+
+    async def agents(self) -> list[str]:
+        return list((await self._request("GET", "/"))["agents"])
+
+    async def create_session(self, agent: str, session_id: str | None) -> SessionInfo:
+        body = {"id": session_id} if session_id is not None else {}
+        return SessionInfo.model_validate(await self._request("POST", f"/{agent}/sessions", body))
+
+    async def get_session(self, agent: str, session_id: str) -> SessionInfo:
+        data = await self._request("GET", f"/{agent}/sessions/{session_id}")
+        return SessionInfo.model_validate(data)
+
+    async def delete_session(self, agent: str, session_id: str) -> None:
+        await self._request("DELETE", f"/{agent}/sessions/{session_id}")
+
+    async def invoke(self, agent: str, session_id: str, text: str) -> RunResult:
+        data = await self._request(
+            "POST", f"/{agent}/sessions/{session_id}/invoke", {"message": text}
+        )
+        return RunResult.model_validate(data)
+
+    async def stream(self, agent: str, session_id: str, text: str) -> AsyncIterator[RunEvent]:
+        import httpx
+
+        path = f"/{agent}/sessions/{session_id}/stream"
+        try:
+            async with self._client().stream("POST", path, json={"message": text}) as response:
+                if response.status_code >= 400:
+                    raise _http_error(response.status_code, await response.aread())
+                data: list[str] = []
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        yield RunEvent.model_validate_json("\n".join(data))
+                        data = []
+        except httpx.HTTPError as exc:
+            raise _unavailable(exc) from None
+
+    async def history(self, agent: str, session_id: str) -> list[Message]:
+        data = await self._request("GET", f"/{agent}/sessions/{session_id}/history")
+        return [Message.model_validate(m) for m in data["messages"]]
+
+    async def cancel(self, agent: str, session_id: str) -> bool:
+        data = await self._request("POST", f"/{agent}/sessions/{session_id}/cancel")
+        return bool(data["cancelled"])
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+
+def _http_error(status: int, content: bytes) -> AgentError:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return AgentError.from_body(body, status)
+    if status in (429, 502, 503, 504):
+        return AgentUnavailableError(f"the agent service answered HTTP {status}; retry later")
+    return AgentError(f"the agent service answered HTTP {status}")
+
+
+# -- the public API --------------------------------------------------------------------
+
+
+class Session:
+    """One conversation with an agent; its state lives in the cluster's session store."""
+
+    def __init__(self, transport: Transport, agent: str, info: SessionInfo) -> None:
+        self._t = transport
+        self.agent = agent
+        self.id = info.id
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"Session(agent={self.agent!r}, id={self.id!r})"
+
+    async def ainvoke(self, text: str) -> RunResult:
+        """Run one turn; its result. Raises AgentError (e.g. BudgetExceededError)."""
+        return await self._t.invoke(self.agent, self.id, text)
+
+    def invoke(self, text: str) -> RunResult:
+        return _Bridge.run(self.ainvoke(text))
+
+    async def astream(self, text: str) -> AsyncIterator[RunEvent]:
+        """Run one turn, yielding its events; stopping early cancels the run."""
+        async for event in self._t.stream(self.agent, self.id, text):
+            yield event
+
+    def stream(self, text: str) -> Iterator[RunEvent]:
+        return _Bridge.iterate(self.astream(text))
+
+    async def ahistory(self) -> list[Message]:
+        return await self._t.history(self.agent, self.id)
+
+    def history(self) -> list[Message]:
+        return _Bridge.run(self.ahistory())
+
+    async def acancel(self) -> bool:
+        """Cancel the running turn, if any; whether one was running."""
+        return await self._t.cancel(self.agent, self.id)
+
+    def cancel(self) -> bool:
+        return _Bridge.run(self.acancel())
+
+    async def arefresh(self) -> SessionInfo:
+        self.info = await self._t.get_session(self.agent, self.id)
+        return self.info
+
+    def refresh(self) -> SessionInfo:
+        return _Bridge.run(self.arefresh())
+
+    async def adelete(self) -> None:
+        await self._t.delete_session(self.agent, self.id)
+
+    def delete(self) -> None:
+        _Bridge.run(self.adelete())
+
+
+class Agent:
+    def __init__(self, transport: Transport, name: str) -> None:
+        self._t = transport
+        self.name = name
+
+    async def asession(self, id: str | None = None, *, create: bool = False) -> Session:
+        """A new session (``id=None``, or ``create=True`` with your own id), or an existing
+        one by id (``SessionNotFoundError`` if it is not this tenant's)."""
+        if id is None or create:
+            info = await self._t.create_session(self.name, id)
+        else:
+            info = await self._t.get_session(self.name, id)
+        return Session(self._t, self.name, info)
+
+    def session(self, id: str | None = None, *, create: bool = False) -> Session:
+        return _Bridge.run(self.asession(id, create=create))
+
+
+class Client:
+    """Entry point of the SDK; see :func:`connect`."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def agent(self, name: str) -> Agent:
+        return Agent(self.transport, name)
+
+    async def aagents(self) -> list[str]:
+        return await self.transport.agents()
+
+    def agents(self) -> list[str]:
+        return _Bridge.run(self.aagents())
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    def close(self) -> None:
+        _Bridge.run(self.aclose())
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(
+    url: str | None = None,
+    *,
+    app: str = "agents",
+    path: str = AGENTS_PATH,
+    tenant: str | None = None,
+    api_key: str | None = None,
+    timeout: float = 300.0,
+) -> Client:
+    """Connect to the agents of a running stack.
+
+    - ``url`` given: HTTP to that Serve endpoint, agent routes under ``path`` (the agent
+      application's route prefix).
+    - else, inside a Ray cluster (``ray.init`` done, or ``RAY_ADDRESS`` set): deployment
+      handles to the application ``app``, no HTTP hop.
+    - else: HTTP to ``$RUNTIME_URL``, default ``http://127.0.0.1:8000``.
+
+    ``tenant`` names the session owner on the handle path and in the tenant header over
+    HTTP; ``api_key`` is sent as a bearer token (for the gateway).
+
+    Example::
+
+        >>> import runtime
+        >>> client = runtime.connect("http://127.0.0.1:8000")  # doctest: +SKIP
+        >>> client.agent("assistant").session().invoke("Hi").answer  # doctest: +SKIP
+    """
+    if url is None:
+        import ray
+
+        if not ray.is_initialized() and _env.ray_address() is not None:
+            ray.init(address=_env.ray_address(), log_to_driver=False)
+        if ray.is_initialized():
+            return Client(HandleTransport(app, tenant or DEFAULT_TENANT))
+        url = _env.runtime_url()
+    return Client(HttpTransport(url, path, tenant, api_key, timeout))
