@@ -2,7 +2,7 @@
 export RUNTIME_CACHE_DIR ?= $(CURDIR)/.cache
 PY := .venv/bin/python
 
-.PHONY: setup run test lint unit bench format clean
+.PHONY: setup run test lint unit bench bench-agents system-packages format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -11,9 +11,12 @@ setup:
 run: setup
 	$(PY) -m runtime run serve_configs/local.yaml
 
-## Lint, type checks, then the whole test suite.
-test: setup lint
+## Lint, type checks, then the whole test suite (installs PostgreSQL if missing).
+test: setup lint system-packages
 	$(PY) -m pytest
+
+system-packages:
+	@bash scripts/system-packages.sh
 
 lint: setup
 	$(PY) -m ruff check runtime tests benchmarks
@@ -26,6 +29,9 @@ unit: setup
 
 bench: setup
 	$(PY) benchmarks/llm_latency.py
+
+bench-agents: setup
+	$(PY) benchmarks/agent_overhead.py
 
 format: setup
 	$(PY) -m ruff format runtime tests benchmarks

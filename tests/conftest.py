@@ -1,9 +1,12 @@
 """Two tiers: unit tests (no Ray) and cluster tests sharing one local Ray + Serve.
 
-The cluster tier deploys, once per session, the real embedded default
-(serve_configs/local.yaml: SmolLM2 on the CPU engine) plus a second
-application serving the tiny random model, through the same strict config
-check and deploy path that ``python -m runtime run`` uses.
+The cluster tier is a real multi-node local Ray cluster: a head without node
+labels and a worker labelled ``worker-kind: cpu`` (agents select it). It deploys,
+once per session, the real embedded default (serve_configs/local.yaml: SmolLM2 on
+the CPU engine and the example agents), the tiny random model, and agent
+applications for the tests (scripted stand-in models, a one-replica app, an app on a
+real PostgreSQL started here), through the same strict config check and deploy path
+that ``python -m runtime run`` uses.
 """
 
 from __future__ import annotations
@@ -66,6 +69,97 @@ class Stack:
     model: str
     tiny_model: str
     config: dict[str, Any]
+    url: str  # the Serve endpoint's root
+
+    def app(self, name: str) -> dict[str, Any]:
+        return next(a for a in self.config["applications"] if a["name"] == name)
+
+
+#: Replies of the scripted stand-in model (it stands in for the model's choices only).
+SCRIPT_RULES: list[dict[str, Any]] = [
+    {"when": "add", "steps": [
+        {"tool": "calculator", "args": {"expression": "2+3"}},
+        {"answer": "2+3={last_tool_result}"},
+    ]},
+    {"when": "two tools", "steps": [
+        {"tool": "calculator", "args": {"expression": "6*7"}},
+        {"tool": "clock", "args": {"timezone": "UTC"}},
+        {"answer": "the clock said {last_tool_result}"},
+    ]},
+    {"when": "divide by zero", "steps": [
+        {"tool": "calculator", "args": {"expression": "1/0"}},
+        {"answer": "the tool said: {last_tool_result}"},
+    ]},
+    {"when": "loop", "repeat": True, "steps": [
+        {"tool": "calculator", "args": {"expression": "1+1"}},
+    ]},
+    {"when": "tool then slow", "steps": [
+        {"tool": "calculator", "args": {"expression": "1+1"}},
+        {"answer": "finally done", "delay_s": 30},
+    ]},
+    {"when": "slow", "steps": [{"answer": "finally done", "delay_s": 30}]},
+    {"when": "half a second", "steps": [{"answer": "done: {user}", "delay_s": 0.5}]},
+    {"when": "wordy", "steps": [{"answer": " ".join(["word"] * 1200)}]},
+    {"steps": [{"answer": "echo: {user}"}]},
+]  # fmt: skip
+TOOLS = ["runtime.agents.tools:calculator", "runtime.agents.tools:clock"]
+
+
+def scripted_agent(name: str, **overrides: Any) -> dict[str, Any]:
+    agent = {
+        "name": name,
+        "factory": "runtime.agents.examples:assistant",
+        "tools": TOOLS,
+        "llm": {"kind": "scripted", "rules": SCRIPT_RULES},
+        "budgets": {"max_steps": 8, "max_tokens": 1000, "max_seconds": 60},
+        "busy": "reject",
+    }
+    agent.update(overrides)
+    return agent
+
+
+SCRIPTED_AGENTS = [
+    scripted_agent("scripted"),
+    scripted_agent("scripted-queue", busy="queue"),
+    scripted_agent("scripted-interrupt", busy="interrupt"),
+    scripted_agent("scripted-quick", budgets={"max_seconds": 1}),
+]
+SESSIONS = {"lease_ttl_s": 3, "poll_interval_s": 0.1}
+ON_CPU_WORKER = {"num_cpus": 0.25, "label_selector": {"worker-kind": "cpu"}}
+PG_DSN_ENV = "RUNTIME_TEST_PG_DSN"
+
+
+def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
+    """Test applications: one replica hosting everything, and two replicas on PostgreSQL."""
+    one_store = {"kind": "sqlite", "path": str(tmp / "one.sqlite")}
+    pg_store = {"kind": "postgres", "dsn_env": PG_DSN_ENV}
+    pg_agents = [scripted_agent("scripted"), scripted_agent("scripted-queue", busy="queue")]
+    return [
+        {
+            "name": "one",
+            "route_prefix": "/v1/one-agents",
+            "import_path": "runtime.apps:build_agent_app",
+            "args": {
+                "agents": [scripted_agent("scripted")],
+                "sessions": {**SESSIONS, "store": one_store},
+            },
+            "deployments": [{"name": "AgentServer", "num_replicas": 1,
+                             "max_ongoing_requests": 1000,
+                             "ray_actor_options": ON_CPU_WORKER}],
+        },
+        {
+            "name": "pg",
+            "route_prefix": "/v1/pg-agents",
+            "import_path": "runtime.apps:build_agent_app",
+            "args": {
+                "agents": pg_agents,
+                "sessions": {**SESSIONS, "store": pg_store},
+            },
+            "deployments": [{"name": "AgentServer", "num_replicas": 2, "ray_actor_options": {
+                **ON_CPU_WORKER, "runtime_env": {"env_vars": {PG_DSN_ENV: pg_dsn}},
+            }}],
+        },
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +169,10 @@ def ray_cluster() -> Iterator[Any]:
 
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 4, "include_dashboard": False},
+        head_node_args={"num_cpus": 3, "include_dashboard": False},
     )
+    # The CPU worker: agents select it by label; the head carries none.
+    cluster.add_node(num_cpus=4, labels={"worker-kind": "cpu"})
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
     from ray import serve
@@ -87,15 +183,31 @@ def ray_cluster() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def stack(ray_cluster: Any) -> Stack:
+def postgres_dsn() -> Iterator[str]:
+    from tests.servers import postgres
+
+    with postgres(free_port()) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     from runtime.deploy import deploy_config
 
+    tmp = tmp_path_factory.mktemp("sessions")
     local = yaml.safe_load((SERVE_CONFIGS / "local.yaml").read_text())
     config = copy.deepcopy(local)
     port = free_port()
     config["http_options"]["port"] = port
     config["applications"].append(tiny_app())
-    deploy_config(config, source="local.yaml + tiny app", timeout_s=900)
+    agents = next(a for a in config["applications"] if a["name"] == "agents")
+    agents["args"]["agents"] += SCRIPTED_AGENTS
+    agents["args"]["sessions"] = {
+        **SESSIONS, "store": {"kind": "sqlite", "path": str(tmp / "agents.sqlite")}
+    }  # fmt: skip
+    agents["deployments"][0]["num_replicas"] = 2
+    config["applications"] += agent_apps(tmp, postgres_dsn)
+    deploy_config(config, source="local.yaml + test apps", timeout_s=900)
     smol = local["applications"][0]
     return Stack(
         base_url=f"http://127.0.0.1:{port}/v1",
@@ -103,10 +215,11 @@ def stack(ray_cluster: Any) -> Stack:
         model=smol["args"]["model"]["served_name"],
         tiny_model=TINY_MODEL,
         config=config,
+        url=f"http://127.0.0.1:{port}",
     )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if {"stack", "ray_cluster"} & set(getattr(item, "fixturenames", ())):
+        if {"stack", "ray_cluster", "postgres_dsn"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)

@@ -1,0 +1,193 @@
+"""AgentService in-process, without Ray: two instances on one SQLite file stand for two
+replicas, so leases, cross-replica cancels and a replica that dies mid-turn are exact.
+The scripted model stands in for the model's choices."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from runtime.agents.errors import BudgetExceededError, RunCancelledError, SessionBusyError
+from runtime.agents.service import INTERRUPTED_TOOL, AgentService
+from runtime.config.agents import AgentAppConfig
+from tests.conftest import scripted_agent
+
+T = TypeVar("T")
+
+
+def _config(tmp_path: Path, **agent: Any) -> AgentAppConfig:
+    return AgentAppConfig.model_validate(
+        {
+            "agents": [scripted_agent("s", **agent)],
+            "sessions": {
+                "lease_ttl_s": 1.5,
+                "poll_interval_s": 0.05,
+                "store": {"kind": "sqlite", "path": str(tmp_path / "s.sqlite")},
+            },
+        }
+    )
+
+
+def _run(
+    tmp_path: Path, body: Callable[[AgentService, AgentService], Awaitable[T]], **agent: Any
+) -> T:
+    async def main() -> T:
+        config = _config(tmp_path, **agent)
+        one, two = await AgentService.open(config), await AgentService.open(config)
+        try:
+            return await body(one, two)
+        finally:
+            await one.close()
+            await two.close()
+
+    return asyncio.run(main())
+
+
+async def _wait_running(service: AgentService, sid: str) -> None:
+    for _ in range(200):
+        if (await service.get_session("t", "s", sid)).running:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the run never took the session")
+
+
+def test_a_session_is_served_by_either_replica(tmp_path: Path) -> None:
+    async def body(one: AgentService, two: AgentService) -> list[str]:
+        sid = (await one.create_session("t", "s")).id
+        await one.invoke("t", "s", sid, "add")
+        await two.invoke("t", "s", sid, "hi")
+        return [m.content for m in await one.history("t", "s", sid)]
+
+    assert _run(tmp_path, body) == ["add", "", "5", "2+3=5", "hi", "echo: hi"]
+
+
+def test_cancel_reaches_the_replica_running_the_turn(tmp_path: Path) -> None:
+    async def body(one: AgentService, two: AgentService) -> dict[str, Any]:
+        sid = (await one.create_session("t", "s")).id
+        turn = await one.start("t", "s", sid, "slow")
+        assert await two.cancel("t", "s", sid)  # through the store, not in-process
+        events = [e async for e in one.events(turn)]
+        assert events[-1].error is not None
+        return events[-1].error
+
+    error = _run(tmp_path, body)
+    assert error["type"] == RunCancelledError.type
+
+
+def test_interrupt_from_another_replica(tmp_path: Path) -> None:
+    async def body(one: AgentService, two: AgentService) -> tuple[str, str]:
+        sid = (await one.create_session("t", "s")).id
+        turn = await one.start("t", "s", sid, "slow")
+        await _wait_running(one, sid)
+        result = await two.invoke("t", "s", sid, "newer")
+        events = [e async for e in one.events(turn)]
+        assert events[-1].error is not None
+        return result.answer, events[-1].error["message"]
+
+    answer, message = _run(tmp_path, body, busy="interrupt")
+    assert answer == "echo: newer" and "newer message" in message
+
+
+def test_reject_across_replicas(tmp_path: Path) -> None:
+    async def body(one: AgentService, two: AgentService) -> None:
+        sid = (await one.create_session("t", "s")).id
+        turn = await one.start("t", "s", sid, "slow")
+        with pytest.raises(SessionBusyError):
+            await two.invoke("t", "s", sid, "hi")
+        await one.cancel("t", "s", sid)
+        [e async for e in one.events(turn)]
+        assert (await two.invoke("t", "s", sid, "hi")).answer == "echo: hi"
+
+    _run(tmp_path, body)
+
+
+def test_a_dead_replicas_lease_lapses(tmp_path: Path) -> None:
+    """A replica that dies stops renewing; the session is free after lease_ttl_s and
+    continues from its last checkpoint."""
+
+    async def body(one: AgentService, two: AgentService) -> list[str]:
+        sid = (await one.create_session("t", "s")).id
+        await one.invoke("t", "s", sid, "add")
+        # A run that took the lease and died: nobody renews or releases it.
+        assert await one.store.acquire(sid, "dead-run", ttl_s=1.5)
+        with pytest.raises(SessionBusyError):
+            await two.invoke("t", "s", sid, "hi")
+        await asyncio.sleep(1.6)
+        await two.invoke("t", "s", sid, "hi")
+        return [m.content for m in await two.history("t", "s", sid)]
+
+    assert _run(tmp_path, body)[-2:] == ["hi", "echo: hi"]
+
+
+def test_queue_waits_across_replicas(tmp_path: Path) -> None:
+    async def body(one: AgentService, two: AgentService) -> list[str]:
+        sid = (await one.create_session("t", "s")).id
+        first = asyncio.create_task(one.invoke("t", "s", sid, "half a second"))
+        await _wait_running(one, sid)
+        second = await two.invoke("t", "s", sid, "then me")
+        assert (await first).answer == "done: half a second"
+        assert second.answer == "echo: then me"
+        return [m.content for m in await two.history("t", "s", sid)]
+
+    assert _run(tmp_path, body, busy="queue") == [
+        "half a second", "done: half a second", "then me", "echo: then me"
+    ]  # fmt: skip
+
+
+def test_queue_gives_up_after_the_time_budget(tmp_path: Path) -> None:
+    async def body(one: AgentService, two: AgentService) -> None:
+        sid = (await one.create_session("t", "s")).id
+        assert await one.store.acquire(sid, "a-long-run", ttl_s=60)
+        with pytest.raises(SessionBusyError, match="stayed busy for 1 s"):
+            await two.invoke("t", "s", sid, "hi")
+        assert await two.history("t", "s", sid) == []  # the message was not run
+
+    _run(tmp_path, body, busy="queue", budgets={"max_seconds": 1})
+
+
+def test_a_cut_off_tool_call_is_answered_before_the_next_turn(tmp_path: Path) -> None:
+    """Three steps end the "loop" run right after a model step that called a tool: the
+    next turn first gives that call an error result, so the conversation stays valid."""
+
+    async def body(one: AgentService, two: AgentService) -> list[tuple[str, str]]:
+        sid = (await one.create_session("t", "s")).id
+        with pytest.raises(BudgetExceededError, match="3 steps"):
+            await one.invoke("t", "s", sid, "loop")
+        await two.invoke("t", "s", sid, "hi")
+        return [(m.role, m.content) for m in await two.history("t", "s", sid)]
+
+    history = _run(tmp_path, body, budgets={"max_steps": 3})
+    assert history == [
+        ("user", "loop"), ("assistant", ""), ("tool", "2"), ("assistant", ""),
+        ("tool", INTERRUPTED_TOOL), ("user", "hi"), ("assistant", "echo: hi"),
+    ]  # fmt: skip
+
+
+def test_postgres_stores_open_concurrently(postgres_dsn: str) -> None:
+    """Replicas start together: the checkpointer's migrations run once, nobody deadlocks."""
+    import psycopg
+
+    from runtime.agents.store import open_store
+    from runtime.config.agents import PostgresStore
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS concurrent_open")
+        conn.execute("CREATE DATABASE concurrent_open")
+    config = PostgresStore(kind="postgres", dsn=postgres_dsn.rsplit("/", 1)[0] + "/concurrent_open")
+
+    async def main() -> int:
+        stores = await asyncio.wait_for(
+            asyncio.gather(*(open_store(config) for _ in range(4))), timeout=60
+        )
+        created = await stores[0].create("s1", "a", "t")
+        seen = await stores[3].get("s1")
+        for store in stores:
+            await store.close()
+        assert created is not None and seen == created
+        return len(stores)
+
+    assert asyncio.run(main()) == 4

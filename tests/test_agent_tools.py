@@ -1,0 +1,41 @@
+"""The example agents' tools: safe arithmetic, clock, and errors meant for the model."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.agents.tools import ToolInputError, calculator, clock, evaluate
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [("2+3", 5), ("(2 + 3) * 4", 20), ("7 // 2", 3), ("-2 ** 2", -4), ("sqrt(16)", 4.0),
+     ("abs(-3.5)", 3.5), ("10 % 4", 2)],
+)  # fmt: skip
+def test_evaluates(expression: str, value: float) -> None:
+    assert evaluate(expression) == value
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("1/0", "division by zero"),
+        ("__import__('os')", "unsupported syntax"),
+        ("open('x')", "unsupported syntax"),
+        ("2 ** 10000", "exponents above"),
+        ("2 +", "not an arithmetic expression"),
+        ("1" * 501, "longer than 500"),
+        ("'a' * 3", "unsupported syntax"),
+    ],
+)
+def test_refuses(expression: str, message: str) -> None:
+    with pytest.raises(ToolInputError, match=message):
+        evaluate(expression)
+
+
+def test_tools_as_langchain_tools() -> None:
+    assert calculator.invoke({"expression": "6*7"}) == "42"
+    assert calculator.invoke({"expression": "3/2"}) == "1.5"
+    assert clock.invoke({"timezone": "UTC"}).endswith("+00:00")
+    with pytest.raises(ToolInputError, match="unknown time zone"):
+        clock.invoke({"timezone": "Mars/Olympus"})

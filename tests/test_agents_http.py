@@ -1,0 +1,107 @@
+"""The agent routes' HTTP surface: status codes, error bodies, SSE framing, tenant
+header, and a client that hangs up mid-stream."""
+
+from __future__ import annotations
+
+import json
+import socket
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from tests.agent_helpers import wait_for
+from tests.conftest import Stack
+
+
+@pytest.fixture
+def agents(stack: Stack) -> httpx.Client:
+    return httpx.Client(base_url=f"{stack.url}/v1/agents", timeout=60)
+
+
+def _session(agents: httpx.Client, tenant: str = "default") -> str:
+    response = agents.post("/scripted/sessions", json={}, headers={"X-Runtime-Tenant": tenant})
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+def test_errors_are_json_with_a_type(agents: httpx.Client) -> None:
+    sid = _session(agents)
+    cases = [
+        (agents.post(f"/scripted/sessions/{sid}/invoke", content=b"{not json"), 400),
+        (agents.post(f"/scripted/sessions/{sid}/invoke", json={}), 400),
+        (agents.post(f"/scripted/sessions/{sid}/invoke", json={"message": 5}), 400),
+        (agents.post(f"/scripted/sessions/{sid}/invoke", json={"message": "x", "y": 1}), 400),
+        (agents.post("/scripted/sessions/nope/invoke", json={"message": "x"}), 404),
+        (agents.post("/nobody/sessions", json={}), 404),
+        (agents.post("/scripted/sessions", json={"id": "bad id"}), 400),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert error["status"] == status and error["type"] and error["message"]
+    assert agents.get(f"/scripted/sessions/{sid}").json()["turns"] == 0
+
+
+def test_sse_framing(agents: httpx.Client) -> None:
+    sid = _session(agents)
+    with agents.stream("POST", f"/scripted/sessions/{sid}/stream", json={"message": "add"}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        body = r.read().decode()
+    frames = [f for f in body.split("\n\n") if f]
+    names = [f.split("\n")[0].removeprefix("event: ") for f in frames]
+    assert names[0] == "start" and names[-1] == "final"
+    final = json.loads(frames[-1].split("\n")[1].removeprefix("data: "))
+    assert final["type"] == "final" and final["result"]["answer"] == "2+3=5"
+
+
+def test_stream_of_a_busy_session_is_a_409_not_a_stream(agents: httpx.Client) -> None:
+    sid = _session(agents)
+    with agents.stream("POST", f"/scripted/sessions/{sid}/stream", json={"message": "slow"}):
+        wait_for(lambda: agents.get(f"/scripted/sessions/{sid}").json()["running"])
+        busy = agents.post(f"/scripted/sessions/{sid}/stream", json={"message": "hi"})
+        assert busy.status_code == 409
+        assert busy.json()["error"]["type"] == "session_busy"
+        agents.post(f"/scripted/sessions/{sid}/cancel")
+
+
+def test_tenant_header_separates_sessions(agents: httpx.Client) -> None:
+    sid = _session(agents, tenant="tenant-a")
+    as_b = {"X-Runtime-Tenant": "tenant-b"}
+    for response in (
+        agents.get(f"/scripted/sessions/{sid}", headers=as_b),
+        agents.get(f"/scripted/sessions/{sid}/history", headers=as_b),
+        agents.post(f"/scripted/sessions/{sid}/invoke", json={"message": "x"}, headers=as_b),
+        agents.delete(f"/scripted/sessions/{sid}", headers=as_b),
+    ):
+        assert response.status_code == 404
+    as_a = {"X-Runtime-Tenant": "tenant-a"}
+    assert agents.get(f"/scripted/sessions/{sid}", headers=as_a).status_code == 200
+    bad = agents.get(f"/scripted/sessions/{sid}", headers={"X-Runtime-Tenant": "a b"})
+    assert bad.status_code == 400
+
+
+def test_hanging_up_mid_stream_cancels_the_run(agents: httpx.Client, stack: Stack) -> None:
+    sid = _session(agents)
+    url = urlparse(stack.url)
+    body = json.dumps({"message": "tool then slow"}).encode()
+    request = (
+        f"POST /v1/agents/scripted/sessions/{sid}/stream HTTP/1.1\r\n"
+        f"Host: {url.netloc}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"event: tool_result" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the stream early"
+            received += chunk
+    wait_for(
+        lambda: not agents.get(f"/scripted/sessions/{sid}").json()["running"],
+        timeout_s=10,
+        what="the run to be cancelled after the client hung up",
+    )
+    history = agents.get(f"/scripted/sessions/{sid}/history").json()["messages"]
+    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
