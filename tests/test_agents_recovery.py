@@ -68,17 +68,17 @@ def test_postgres_sessions_survive_a_replica_kill_mid_turn(stack: Stack, postgre
     session = agent.session()
     for i in range(4):  # spread over both replicas by Serve's router
         assert session.invoke(f"turn {i}").answer == f"echo: turn {i}"
-    events = session.stream("slow")
-    next(events)
-    wait_for(lambda: session.refresh().running, what="the slow run")
-    kill_replicas("pg")
+    events = session.stream("tool then slow")
+    assert next(e for e in events if e.type == "tool_result").tool_result is not None
+    kill_replicas("pg")  # while the model step after the tool runs
     with pytest.raises(runtime.AgentUnavailableError):
         list(events)
     result = session.invoke("after the crash")  # queues until the dead run's lease lapses
     assert result.answer == "echo: after the crash"
     contents = [m.content for m in session.history()]
     assert contents[:8] == [c for i in range(4) for c in (f"turn {i}", f"echo: turn {i}")]
-    assert contents[8:] == ["slow", "after the crash", "echo: after the crash"]
+    # The interrupted turn keeps its completed steps (the tool call and its result).
+    assert contents[8:] == ["tool then slow", "", "2", "after the crash", "echo: after the crash"]
     with psycopg.connect(postgres_dsn) as conn:
         row = conn.execute(
             "SELECT tenant, turns, run_id FROM runtime_sessions WHERE id = %s", (session.id,)
