@@ -1,0 +1,290 @@
+"""Agent turn overhead: the runtime (handle and HTTP) against the same agent in-process.
+
+One run, one machine, one local Ray cluster with the LLM deployment and an agent
+application (one ``AgentServer`` replica, SQLite sessions). Per scenario, the same
+LangGraph agent (``runtime.agents.examples:assistant``, same tools, same model) runs:
+
+- ``in-process``: the compiled graph called directly in this process, with an
+  in-memory LangGraph checkpointer (the floor: no Serve, no durable store);
+- ``in-process+sqlite``: the same with LangGraph's SQLite checkpointer, sync durability
+  (what the runtime writes per step);
+- ``handle``: ``runtime.connect()`` over Serve deployment handles;
+- ``http``: ``runtime.connect(url)`` over the Serve HTTP endpoint.
+
+Scenarios: ``scripted`` (the scripted stand-in model: 5 steps per turn, two tool calls,
+no model time, so the runtime's own cost shows) and ``smollm2`` (the real local
+model through the LLM deployment's handle in every mode; 1 turn = whatever steps the
+model takes, at temperature 0). Per-step overhead = (p50 turn - p50 in-process turn)
+/ steps. Then memory per idle session: RSS of the replica before and after opening
+``--idle-sessions`` sessions with one turn each, and the store's bytes per session.
+
+    .venv/bin/python benchmarks/agent_overhead.py --turns 60 --llm-turns 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
+
+from runtime import _env  # noqa: E402
+
+SCRIPT = {
+    "kind": "scripted",
+    "rules": [
+        {
+            "steps": [
+                {"tool": "calculator", "args": {"expression": "6*7"}},
+                {"tool": "clock", "args": {"timezone": "UTC"}},
+                {"answer": "The answer is 42 and the time is {last_tool_result}."},
+            ]
+        }
+    ],
+}
+TOOLS = ["runtime.agents.tools:calculator", "runtime.agents.tools:clock"]
+LLM_QUESTION = "What is 6 times 7?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agent_specs() -> list[dict[str, Any]]:
+    local = yaml.safe_load((REPO / "serve_configs/local.yaml").read_text())
+    apps = {a["name"]: a for a in local["applications"]}
+    assistant = next(a for a in apps["agents"]["args"]["agents"] if a["name"] == "assistant")
+    assistant = {**assistant, "busy": "reject"}
+    scripted = {**assistant, "name": "scripted", "llm": SCRIPT}
+    return [assistant, scripted]
+
+
+def stack_config(port: int, store: Path) -> dict[str, Any]:
+    config = yaml.safe_load((REPO / "serve_configs/local.yaml").read_text())
+    config["http_options"]["port"] = port
+    agents = next(a for a in config["applications"] if a["name"] == "agents")
+    agents["args"]["agents"] = agent_specs()
+    agents["args"]["sessions"] = {"store": {"kind": "sqlite", "path": str(store)}}
+    return config
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(latencies: list[float], steps: list[int]) -> dict[str, Any]:
+    return {
+        "turns": len(latencies),
+        "p50_ms": round(statistics.median(latencies) * 1000, 3),
+        "p90_ms": round(pct(latencies, 0.9) * 1000, 3),
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 3),
+        "steps_per_turn": statistics.median(steps),
+    }
+
+
+async def in_process(spec: dict[str, Any], turns: int, sqlite: Path | None) -> dict[str, Any]:
+    from langchain_core.messages import HumanMessage
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from runtime.agents.chat_model import chat_model
+    from runtime.agents.definitions import build_context, build_graph
+    from runtime.config.agents import AgentSpec
+
+    agent = AgentSpec.model_validate(spec)
+    saver_cm = None
+    if sqlite is None:
+        saver: Any = InMemorySaver()
+    else:
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        saver_cm = AsyncSqliteSaver.from_conn_string(str(sqlite))
+        saver = await saver_cm.__aenter__()
+    graph = build_graph(build_context(agent, chat_model(agent.llm), saver))
+    latencies, steps = [], []
+    thread = ""
+    for i in range(turns):
+        if i % 10 == 0:  # 10 turns per conversation, as through the runtime
+            thread = f"bench-{time.time_ns()}"
+        started = time.perf_counter()
+        n = 0
+        async for _ in graph.astream(
+            {"messages": [HumanMessage(LLM_QUESTION)]},
+            {"configurable": {"thread_id": thread}, "recursion_limit": 50},
+            stream_mode="updates",
+            durability="sync",
+        ):
+            n += 1
+        latencies.append(time.perf_counter() - started)
+        steps.append(n)
+    if saver_cm is not None:
+        await saver_cm.__aexit__(None, None, None)
+    return summary(latencies, steps)
+
+
+def through_runtime(client: Any, agent: str, turns: int) -> dict[str, Any]:
+    latencies, steps = [], []
+    session = None
+    for i in range(turns):
+        if i % 10 == 0:  # the same history lengths as in-process: 10 turns per session
+            session = client.agent(agent).session()
+        started = time.perf_counter()
+        result = session.invoke(LLM_QUESTION)
+        latencies.append(time.perf_counter() - started)
+        steps.append(result.steps)
+    return summary(latencies, steps)
+
+
+def replica_pid(app: str) -> int:
+    from ray._private import state
+
+    table = state.actors(actor_state_name="ALIVE")
+    pids = [
+        a["Pid"] for a in table.values() if a["ActorClassName"] == f"ServeReplica:{app}:AgentServer"
+    ]
+    assert len(pids) == 1, pids
+    return int(pids[0])
+
+
+async def idle_sessions(client: Any, count: int, pid: int, store: Path) -> dict[str, Any]:
+    import gc
+
+    agent = client.agent("scripted")
+    warm = await agent.asession()
+    await warm.ainvoke("warm up")
+    proc = psutil.Process(pid)
+    rss0, size0 = proc.memory_info().rss, store.stat().st_size
+    batch = 50
+    for _ in range(0, count, batch):
+        sessions = await asyncio.gather(*(agent.asession() for _ in range(batch)))
+        await asyncio.gather(*(s.ainvoke("hello") for s in sessions))
+    gc.collect()
+    await asyncio.sleep(2)
+    rss1 = proc.memory_info().rss
+    wal = store.with_name(store.name + "-wal")
+    size1 = store.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    return {
+        "sessions": count,
+        "replica_rss_before_mib": round(rss0 / 2**20, 1),
+        "replica_rss_after_mib": round(rss1 / 2**20, 1),
+        "rss_per_idle_session_kib": round((rss1 - rss0) / count / 1024, 2),
+        "store_bytes_per_session": round((size1 - size0) / count),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=60, help="scripted turns per mode")
+    parser.add_argument("--llm-turns", type=int, default=12, help="SmolLM2 turns per mode")
+    parser.add_argument("--idle-sessions", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results")
+    ns = parser.parse_args()
+
+    import ray
+
+    import runtime
+    from runtime.config.placement import CPU_WORKER
+    from runtime.deploy import deploy_config
+
+    os.environ.update(_env.serve_env())
+    tmp = Path(tempfile.mkdtemp(prefix="agent-bench-"))
+    store = tmp / "sessions.sqlite"
+    port = free_port()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, labels=CPU_WORKER)
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+        },
+        "scenarios": {},
+    }
+    try:
+        deploy_config(stack_config(port, store), source="benchmark", timeout_s=900)
+        handle = runtime.connect(app="agents")
+        http = runtime.connect(f"http://127.0.0.1:{port}")
+        specs = {s["name"]: s for s in agent_specs()}
+        for scenario, agent, turns in (
+            ("scripted", "scripted", ns.turns),
+            ("smollm2", "assistant", ns.llm_turns),
+        ):
+            print(f"[{scenario}] warm-up", flush=True)
+            through_runtime(handle, agent, 2)
+            through_runtime(http, agent, 2)
+            asyncio.run(in_process(specs[agent], 2, None))
+            modes: dict[str, Any] = {}
+            for mode in ("in-process", "in-process+sqlite", "handle", "http"):
+                print(f"[{scenario}] {mode}", flush=True)
+                if mode == "in-process":
+                    modes[mode] = asyncio.run(in_process(specs[agent], turns, None))
+                elif mode == "in-process+sqlite":
+                    modes[mode] = asyncio.run(
+                        in_process(specs[agent], turns, tmp / "inproc.sqlite")
+                    )
+                else:
+                    modes[mode] = through_runtime(
+                        handle if mode == "handle" else http, agent, turns
+                    )
+            base = modes["in-process"]
+            for mode in ("in-process+sqlite", "handle", "http"):
+                m = modes[mode]
+                steps = max(m["steps_per_turn"], 1)
+                m["overhead_p50_ms"] = round(m["p50_ms"] - base["p50_ms"], 3)
+                m["overhead_per_step_p50_ms"] = round((m["p50_ms"] - base["p50_ms"]) / steps, 3)
+            results["scenarios"][scenario] = modes
+        print("[memory] idle sessions", flush=True)
+        results["idle_sessions"] = asyncio.run(
+            idle_sessions(handle, ns.idle_sessions, replica_pid("agents"), store)
+        )
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+    ns.out.mkdir(parents=True, exist_ok=True)
+    (ns.out / "agent_overhead.json").write_text(json.dumps(results, indent=2) + "\n")
+    (ns.out / "agent_overhead.md").write_text(render(results))
+    print(render(results))
+    return 0
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [
+        "# Agent turn overhead (benchmarks/agent_overhead.py)",
+        "",
+        f"Machine: {results['machine']}",
+        "",
+        "| scenario | mode | steps/turn | p50 ms | p90 ms | overhead p50 ms | per step ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scenario, modes in results["scenarios"].items():
+        for mode, m in modes.items():
+            lines.append(
+                f"| {scenario} | {mode} | {m['steps_per_turn']} | {m['p50_ms']} | {m['p90_ms']} "
+                f"| {m.get('overhead_p50_ms', '-')} | {m.get('overhead_per_step_p50_ms', '-')} |"
+            )
+    idle = results.get("idle_sessions")
+    if idle:
+        lines += ["", "Idle sessions:", "", "```", json.dumps(idle, indent=2), "```"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
