@@ -92,6 +92,15 @@ def _print_endpoints(schema: object) -> None:
     base = f"http://{http.host}:{http.port}"
     for app in schema.applications:  # type: ignore[attr-defined]
         prefix = (app.route_prefix or "/").rstrip("/")
+        if app.import_path == "runtime.apps:build_agent_app":
+            agents = [a.get("name", "?") for a in (app.args or {}).get("agents", [])]
+            first = agents[0] if agents else "<agent>"
+            print(
+                f"\nApplication '{app.name}' serves agents {', '.join(agents)} at {base}{prefix}\n"
+                f"  curl -X POST {base}{prefix}/{first}/sessions\n"
+                f'  python: runtime.connect("{base}").agent("{first}").session().invoke("Hi")'
+            )
+            continue
         model = (app.args or {}).get("model", {}).get("served_name", "<model>")
         print(
             f"\nApplication '{app.name}' is serving at {base}{prefix}/v1\n"
