@@ -11,7 +11,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from runtime.agents.errors import BudgetExceededError, RunCancelledError, SessionBusyError
+from runtime.agents.errors import (
+    BudgetExceededError,
+    RunCancelledError,
+    SessionBusyError,
+    SessionNotFoundError,
+)
 from runtime.agents.service import INTERRUPTED_TOOL, AgentService
 from runtime.config.agents import AgentAppConfig
 from tests.conftest import scripted_agent
@@ -191,3 +196,21 @@ def test_postgres_stores_open_concurrently(postgres_dsn: str) -> None:
         return len(stores)
 
     assert asyncio.run(main()) == 4
+
+
+def test_deleting_a_session_cancels_its_turn_and_drops_its_checkpoints(tmp_path: Path) -> None:
+    async def body(one: AgentService, two: AgentService) -> tuple[str, Any]:
+        sid = (await one.create_session("t", "s")).id
+        turn = await one.start("t", "s", sid, "tool then slow")
+        while not any(m.role == "tool" for m in await two.history("t", "s", sid)):
+            await asyncio.sleep(0.02)
+        await one.delete_session("t", "s", sid)
+        events = [e async for e in one.events(turn)]
+        with pytest.raises(SessionNotFoundError):
+            await two.history("t", "s", sid)
+        config = {"configurable": {"thread_id": sid}}
+        assert events[-1].error is not None
+        return events[-1].error["type"], await two.store.checkpointer.aget_tuple(config)
+
+    error, checkpoint = _run(tmp_path, body)
+    assert error == RunCancelledError.type and checkpoint is None

@@ -216,6 +216,9 @@ class AgentService:
         """Delete the session and its checkpoints; a running turn is cancelled first."""
         await self._owned(tenant, agent, session_id)
         await self._cancel(session_id, "the session was deleted")
+        local = [t.task for t in self._turns.values() if t.session_id == session_id and t.task]
+        if local:  # let a turn cancelled here stop writing checkpoints first
+            await asyncio.wait(local, timeout=5)
         await self.store.delete(session_id)
         await self.store.checkpointer.adelete_thread(session_id)
 
