@@ -71,9 +71,6 @@ class Stack:
     config: dict[str, Any]
     url: str  # the Serve endpoint's root
 
-    def app(self, name: str) -> dict[str, Any]:
-        return next(a for a in self.config["applications"] if a["name"] == name)
-
 
 #: Replies of the scripted stand-in model (it stands in for the model's choices only).
 SCRIPT_RULES: list[dict[str, Any]] = [

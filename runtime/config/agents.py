@@ -194,6 +194,3 @@ class AgentAppConfig(StrictModel):
         if dupes:
             raise ValueError(f"agent names must be unique; repeated: {', '.join(dupes)}")
         return agents
-
-    def agent(self, name: str) -> AgentSpec | None:
-        return next((a for a in self.agents if a.name == name), None)

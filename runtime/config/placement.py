@@ -8,4 +8,3 @@ worker.
 
 WORKER_KIND = "worker-kind"
 CPU_WORKER = {WORKER_KIND: "cpu"}
-GPU_WORKER = {WORKER_KIND: "gpu"}
