@@ -218,5 +218,6 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if {"stack", "ray_cluster", "postgres_dsn"} & set(getattr(item, "fixturenames", ())):
+        heavy = {"stack", "ray_cluster", "postgres_dsn", "vllm_provider"}
+        if heavy & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)

@@ -7,6 +7,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -62,6 +63,58 @@ def postgres(port: int) -> Iterator[str]:
             [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def vllm_api_server(port: int, api_key: str) -> Iterator[str]:
+    """vLLM's own OpenAI API server on loopback with the tiny random model, as an
+    external provider would run it; yields its base URL (ending in /v1)."""
+    import httpx
+
+    from runtime.config.llm import LLMAppConfig
+    from runtime.llm.engine_args import replica_env, server_argv
+    from runtime.models.sources import resolve_model
+
+    config = LLMAppConfig.model_validate(
+        {"model": {"source": "tiny-random", "served_name": "tiny-random"},
+         "engine": {"max_model_len": 512, "max_num_seqs": 8}}
+    )  # fmt: skip
+    argv = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        *server_argv(config, resolve_model(config.model)),
+        "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
+        "--disable-uvicorn-access-log",
+    ]  # fmt: skip
+    log = tempfile.NamedTemporaryFile("w+", prefix="vllm-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(
+        argv, env={**os.environ, **replica_env(config)}, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                tail = log.read()[-3000:]
+                raise RuntimeError(f"vLLM server exited ({proc.returncode}):\n{tail}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("vLLM server did not become ready in 300 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        import psutil
+
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.terminate()
+        proc.wait(60)
+        psutil.wait_procs(children, timeout=60)
+        log.close()
+        os.unlink(log.name)
 
 
 def _wait_for_postgres(dsn: str, timeout_s: float = 30) -> None:

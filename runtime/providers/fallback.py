@@ -1,0 +1,77 @@
+"""Fallback between targets: the next one answers when one is unavailable.
+
+A target is anything with ``name``, ``chat(body)`` and ``chat_stream(body)`` in the
+OpenAI shape: a :class:`~runtime.providers.client.ProviderClient`, or (with the
+gateway's router) a self-hosted LLM deployment. Only
+:class:`ProviderUnavailableError` moves on to the next target: a request the
+target refused (4xx) would be refused by the next one too. A stream moves on only
+before its first chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from runtime.providers.client import ProviderUnavailableError
+
+
+class Target(Protocol):
+    name: str
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class FallbackChain:
+    """Try ``targets`` in order.
+
+    Example::
+
+        chain = FallbackChain([primary, backup])
+        reply = await chain.chat(body)       # backup answers when primary is unavailable
+    """
+
+    def __init__(self, targets: Sequence[Target]) -> None:
+        if not targets:
+            raise ValueError("a fallback chain needs at least one target")
+        self.targets = list(targets)
+        #: The target that answered the last call (for metrics and tests).
+        self.last_target: str | None = None
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        failures: list[str] = []
+        for target in self.targets:
+            try:
+                reply = await target.chat(body)
+            except ProviderUnavailableError as err:
+                failures.append(f"{target.name}: {err.message}")
+                continue
+            self.last_target = target.name
+            return reply
+        raise ProviderUnavailableError("every target is unavailable; " + "; ".join(failures))
+
+    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        failures: list[str] = []
+        for target in self.targets:
+            stream = target.chat_stream(body)
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                self.last_target = target.name
+                return
+            except ProviderUnavailableError as err:
+                failures.append(f"{target.name}: {err.message}")
+                continue
+            self.last_target = target.name
+            try:
+                yield first
+                async for chunk in stream:
+                    yield chunk
+            finally:
+                closer = getattr(stream, "aclose", None)
+                if closer is not None:
+                    await closer()
+            return
+        raise ProviderUnavailableError("every target is unavailable; " + "; ".join(failures))

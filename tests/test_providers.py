@@ -1,0 +1,286 @@
+"""External providers: a real vLLM OpenAI API server on loopback (tiny random model,
+API key required) plays the provider; a fault-injecting proxy in front of it makes it
+slow, failing or cut off. Unit tests of the circuit breaker and the backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from runtime.config.providers import ProviderConfig
+from runtime.llm.errors import LLMError
+from runtime.providers.circuit import CircuitBreaker
+from runtime.providers.client import ProviderClient, ProviderUnavailableError
+from runtime.providers.fallback import FallbackChain
+from tests.conftest import free_port
+from tests.fault_proxy import FaultProxy
+
+API_KEY = "sk-test-" + secrets.token_hex(12)
+KEY_ENV = "RUNTIME_TEST_PROVIDER_KEY"
+BODY: dict[str, Any] = {
+    "model": "external-tiny",
+    "messages": [{"role": "user", "content": "Hello"}],
+    "max_tokens": 8,
+}
+
+# -- unit ------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_circuit_opens_probes_and_closes() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=2, open_s=10, clock=clock)
+    breaker.record_failure()
+    assert breaker.state == "closed" and breaker.allow()
+    breaker.record_success()  # a success resets the count
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow()
+    clock.now = 9.9
+    assert not breaker.allow() and breaker.retry_in() == pytest.approx(0.1)
+    clock.now = 10.0
+    assert breaker.state == "half_open"
+    assert breaker.allow() and not breaker.allow()  # one probe at a time
+    breaker.record_failure()  # the probe failed: open again
+    assert breaker.state == "open"
+    clock.now = 20.0
+    assert breaker.allow()
+    breaker.abandon()  # a cancelled probe frees the slot
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state == "closed"
+
+
+def _config(port: int, **overrides: Any) -> ProviderConfig:
+    data: dict[str, Any] = {
+        "name": "upstream",
+        "base_url": f"http://127.0.0.1:{port}/v1",
+        "api_key_env": KEY_ENV,
+        "models": {"external-tiny": "tiny-random"},
+        "timeouts": {"connect_s": 2, "first_byte_s": 10, "total_s": 30},
+        "retries": {"max_attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.05},
+    }
+    data.update(overrides)
+    return ProviderConfig.model_validate(data)
+
+
+def test_backoff_is_exponential_jittered_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, API_KEY)
+    config = _config(1, retries={"backoff_initial_s": 0.5, "backoff_max_s": 3})
+    client = ProviderClient(config, jitter=lambda: 1.0)
+    assert [client._backoff(n, None) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert client._backoff(1, 2.5) == 2.5  # Retry-After is honoured ...
+    assert client._backoff(1, 60) == 3.0  # ... up to backoff_max_s
+    half = ProviderClient(config, jitter=lambda: 0.5)
+    assert half._backoff(3, None) == 1.0
+    asyncio.run(client.aclose())
+    asyncio.run(half.aclose())
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValueError, match="backoff_max_s"):
+        _config(1, retries={"backoff_initial_s": 2, "backoff_max_s": 1})
+    with pytest.raises(ValueError, match="base_url"):
+        _config(1, base_url="ftp://x")
+    with pytest.raises(ValueError, match="Extra inputs"):
+        _config(1, api_key="sk-in-the-config")
+
+
+# -- against a real vLLM server --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def vllm_provider() -> Iterator[int]:
+    from tests.servers import vllm_api_server
+
+    port = free_port()
+    with vllm_api_server(port, API_KEY):
+        yield port
+
+
+@pytest.fixture(scope="session")
+def proxy(vllm_provider: int) -> FaultProxy:
+    return FaultProxy(vllm_provider)
+
+
+@pytest.fixture
+def faults(proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch) -> FaultProxy:
+    monkeypatch.setenv(KEY_ENV, API_KEY)
+    proxy.plan()
+    proxy.connections = 0
+    return proxy
+
+
+def _run(client: ProviderClient, coro: Any) -> Any:
+    async def main() -> Any:
+        try:
+            return await coro
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+async def _collect(stream: Any) -> list[dict[str, Any]]:
+    return [chunk async for chunk in stream]
+
+
+def test_chat_passes_through_with_the_clients_model_name(faults: FaultProxy) -> None:
+    client = ProviderClient(_config(faults.port))
+    reply = _run(client, client.chat(BODY))
+    assert reply["model"] == "external-tiny"
+    assert reply["choices"][0]["message"]["role"] == "assistant"
+    assert reply["usage"]["completion_tokens"] > 0
+    assert faults.connections == 1
+
+
+def test_stream_passes_through(faults: FaultProxy) -> None:
+    client = ProviderClient(_config(faults.port))
+    chunks = _run(client, _collect(client.chat_stream(BODY)))
+    assert all(c["model"] == "external-tiny" for c in chunks)
+    assert chunks[-1]["usage"]["completion_tokens"] > 0  # include_usage by default
+    text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c["choices"])
+    assert text
+
+
+@pytest.mark.parametrize("fault", ["500", "429", "drop"])
+def test_retryable_failures_are_retried(faults: FaultProxy, fault: str) -> None:
+    faults.plan(fault, fault)
+    client = ProviderClient(_config(faults.port))
+    reply = _run(client, client.chat(BODY))
+    assert reply["choices"] and faults.connections == 3
+    assert client.breaker.state == "closed"
+
+
+def test_slow_answers_time_out_and_give_up(
+    faults: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    faults.plan("delay:3", "delay:3")
+    config = _config(faults.port, retries={"max_attempts": 2, "backoff_initial_s": 0.01})
+    config = config.model_copy(update={"timeouts": config.timeouts.model_copy(
+        update={"first_byte_s": 0.5})})  # fmt: skip
+    client = ProviderClient(config)
+    with (
+        caplog.at_level(logging.WARNING, logger="ray.serve"),
+        pytest.raises(ProviderUnavailableError, match=r"2 attempt.*timed out") as err,
+    ):
+        _run(client, client.chat(BODY))
+    assert err.value.status_code == 503 and faults.connections == 2
+    assert API_KEY not in caplog.text and API_KEY not in str(err.value)
+
+
+def test_a_bad_request_is_not_retried(faults: FaultProxy) -> None:
+    client = ProviderClient(_config(faults.port))
+    with pytest.raises(LLMError) as err:
+        _run(client, client.chat({**BODY, "max_tokens": -1}))
+    assert err.value.status_code == 400 and not isinstance(err.value, ProviderUnavailableError)
+    assert faults.connections == 1 and client.breaker.state == "closed"
+
+
+def test_a_wrong_key_is_a_401_that_does_not_echo_it(
+    faults: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = "sk-wrong-" + secrets.token_hex(12)
+    monkeypatch.setenv(KEY_ENV, wrong)
+    client = ProviderClient(_config(faults.port))
+    with pytest.raises(LLMError) as err:
+        _run(client, client.chat(BODY))
+    assert err.value.status_code == 401 and faults.connections == 1
+    for text in (str(err.value), repr(err.value), repr(client), str(err.value.to_body())):
+        assert wrong not in text and API_KEY not in text
+
+
+def test_the_circuit_opens_fails_fast_then_recovers(faults: FaultProxy) -> None:
+    faults.plan("500", "500")
+    client = ProviderClient(
+        _config(faults.port, retries={"max_attempts": 1},
+                circuit={"failure_threshold": 2, "open_s": 0.5})
+    )  # fmt: skip
+
+    async def main() -> dict[str, Any]:
+        for _ in range(2):
+            with pytest.raises(ProviderUnavailableError, match="HTTP 500"):
+                await client.chat(BODY)
+        assert client.breaker.state == "open"
+        with pytest.raises(ProviderUnavailableError, match="circuit is open"):
+            await client.chat(BODY)
+        assert faults.connections == 2  # the open circuit did not call the provider
+        await asyncio.sleep(0.6)
+        return await client.chat(BODY)  # the half-open probe succeeds
+
+    assert _run(client, main())["choices"]
+    assert client.breaker.state == "closed" and faults.connections == 3
+
+
+def test_a_stream_is_retried_before_its_first_chunk(faults: FaultProxy) -> None:
+    faults.plan("500")
+    client = ProviderClient(_config(faults.port))
+    chunks = _run(client, _collect(client.chat_stream(BODY)))
+    assert chunks and faults.connections == 2
+
+
+def test_a_stream_cut_off_midway_is_not_retried(faults: FaultProxy) -> None:
+    faults.plan("cut:900")
+    client = ProviderClient(_config(faults.port))
+    received: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        async for chunk in client.chat_stream({**BODY, "max_tokens": 64, "ignore_eos": True}):
+            received.append(chunk)
+
+    with pytest.raises(ProviderUnavailableError, match="stream"):
+        _run(client, main())
+    assert received and faults.connections == 1
+
+
+def test_fallback_to_the_next_provider(faults: FaultProxy) -> None:
+    dead = ProviderClient(_config(free_port(), name="dead", retries={"max_attempts": 2}))
+    good = ProviderClient(_config(faults.port, name="good"))
+    chain = FallbackChain([dead, good])
+
+    async def main() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        try:
+            reply = await chain.chat(BODY)
+            assert chain.last_target == "good"
+            chain.last_target = None
+            chunks = await _collect(chain.chat_stream(BODY))
+            assert chain.last_target == "good"
+            return reply, chunks
+        finally:
+            await dead.aclose()
+            await good.aclose()
+
+    reply, chunks = asyncio.run(main())
+    assert reply["choices"] and chunks and faults.connections == 2
+
+
+def test_no_fallback_on_a_bad_request(faults: FaultProxy) -> None:
+    first = ProviderClient(_config(faults.port, name="first"))
+    second = ProviderClient(_config(free_port(), name="second"))
+    chain = FallbackChain([first, second])
+    with pytest.raises(LLMError) as err:
+        asyncio.run(chain.chat({**BODY, "max_tokens": -1}))
+    assert err.value.status_code == 400 and chain.last_target is None
+    assert second.breaker.state == "closed"  # never called
+
+
+def test_every_target_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, API_KEY)
+    chain = FallbackChain(
+        [ProviderClient(_config(free_port(), name=n, retries={"max_attempts": 1}))
+         for n in ("a", "b")]
+    )  # fmt: skip
+    with pytest.raises(ProviderUnavailableError, match=r"every target.*a: .*b: "):
+        asyncio.run(chain.chat(BODY))
