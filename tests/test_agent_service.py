@@ -214,3 +214,23 @@ def test_deleting_a_session_cancels_its_turn_and_drops_its_checkpoints(tmp_path:
 
     error, checkpoint = _run(tmp_path, body)
     assert error == RunCancelledError.type and checkpoint is None
+
+
+def test_runs_cancelled_mid_write_never_lock_out_other_replicas(tmp_path: Path) -> None:
+    """Cancel runs at many points of their checkpoint and lease writes; the other
+    replica's writes must never wait on a transaction the cancelled run left open."""
+
+    async def body(one: AgentService, two: AgentService) -> int:
+        done = 0
+        for i in range(40):
+            sid = (await one.create_session("t", "s")).id
+            turn = await one.start("t", "s", sid, "add")
+            await asyncio.sleep(i * 0.0005)
+            turn.cancel("test")
+            [e async for e in one.events(turn)]
+            await asyncio.wait_for(two.create_session("t", "s"), timeout=5)
+            await asyncio.wait_for(two.invoke("t", "s", sid, "hi"), timeout=5)
+            done += 1
+        return done
+
+    assert _run(tmp_path, body) == 40

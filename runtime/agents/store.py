@@ -13,7 +13,6 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,35 +141,35 @@ class SessionStore(ABC):
 
 
 class SqliteSessionStore(SessionStore):
-    def __init__(self, conn: Any, saver_cm: AbstractAsyncContextManager[Any], saver: Any) -> None:
+    """Both connections run in autocommit mode: a statement is its own transaction. With
+    Python's default (a transaction opened before each write, committed by a separate
+    call), a write cancelled between the two left the transaction open, and its write
+    lock shut every other replica out of the file ("database is locked")."""
+
+    def __init__(self, conn: Any, saver_conn: Any, saver: Any) -> None:
         self._conn = conn
-        self._saver_cm = saver_cm
+        self._saver_conn = saver_conn
         self.checkpointer = saver
         self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, config: SqliteStore) -> SqliteSessionStore:
-        import aiosqlite
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         path = sqlite_path(config)
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, timeout=30)
-        conn.row_factory = aiosqlite.Row
+        conn = await _sqlite_connect(path)
+        conn.row_factory = _sqlite_row()
         await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA busy_timeout=30000")
         await conn.execute(_SCHEMA)
-        await conn.commit()
-        saver_cm = AsyncSqliteSaver.from_conn_string(str(path))
-        saver = await saver_cm.__aenter__()
-        await saver.conn.execute("PRAGMA busy_timeout=30000")
+        saver_conn = await _sqlite_connect(path)
+        saver = AsyncSqliteSaver(saver_conn)
         await saver.setup()
-        return cls(conn, saver_cm, saver)
+        return cls(conn, saver_conn, saver)
 
     async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self._lock:
             cursor = await self._conn.execute(sql, params)
-            await self._conn.commit()
             return int(cursor.rowcount)
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
@@ -179,8 +178,22 @@ class SqliteSessionStore(SessionStore):
             return list(await cursor.fetchall())
 
     async def close(self) -> None:
-        await self._saver_cm.__aexit__(None, None, None)
+        await self._saver_conn.close()
         await self._conn.close()
+
+
+async def _sqlite_connect(path: Path) -> Any:
+    import aiosqlite
+
+    conn = await aiosqlite.connect(path, timeout=30, isolation_level=None)
+    await conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _sqlite_row() -> Any:
+    import aiosqlite
+
+    return aiosqlite.Row
 
 
 class PostgresSessionStore(SessionStore):
