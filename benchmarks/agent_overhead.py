@@ -9,7 +9,7 @@ LangGraph agent (``runtime.agents.examples:assistant``, same tools, same model) 
 - ``in-process+sqlite``: the same with LangGraph's SQLite checkpointer, sync durability
   (what the runtime writes per step);
 - ``handle``: ``runtime.connect()`` over Serve deployment handles;
-- ``http``: ``runtime.connect(url)`` over the Serve HTTP endpoint.
+- ``http``: ``runtime.connect(url, api_key=...)`` over HTTP through the gateway.
 
 Scenarios: ``scripted`` (the scripted stand-in model: 5 steps per turn, two tool calls,
 no model time, so the runtime's own cost shows) and ``smollm2`` (the real local
@@ -204,6 +204,9 @@ def main() -> int:
     from runtime.deploy import deploy_config
 
     os.environ.update(_env.serve_env())
+    from runtime.gateway.auth import new_key
+
+    key = os.environ.setdefault(_env.RUNTIME_API_KEY, new_key())  # the gateway's local key
     tmp = Path(tempfile.mkdtemp(prefix="agent-bench-"))
     store = tmp / "sessions.sqlite"
     port = free_port()
@@ -219,7 +222,7 @@ def main() -> int:
     try:
         deploy_config(stack_config(port, store), source="benchmark", timeout_s=900)
         handle = runtime.connect(app="agents")
-        http = runtime.connect(f"http://127.0.0.1:{port}")
+        http = runtime.connect(f"http://127.0.0.1:{port}", api_key=key)
         specs = {s["name"]: s for s in agent_specs()}
         for scenario, agent, turns in (
             ("scripted", "scripted", ns.turns),

@@ -72,6 +72,15 @@ def cache_dir() -> Path:
     return Path(base) / "agent-runtime"
 
 
+#: The local gateway's API key (``python -m runtime run`` generates one when unset).
+RUNTIME_API_KEY = "RUNTIME_API_KEY"
+
+
+def optional(name: str) -> str | None:
+    """A variable the config names, when set; its value is never logged."""
+    return os.environ.get(name) or None
+
+
 def required(name: str) -> str:
     """A variable the config names (e.g. a DSN's ``dsn_env``); its value is never logged."""
     value = os.environ.get(name)

@@ -7,6 +7,7 @@ from typing import Any
 from ray.serve import Application, Deployment
 
 from runtime.config.agents import AgentAppConfig
+from runtime.config.gateway import GatewayAppConfig
 from runtime.config.llm import LLMAppConfig
 from runtime.config.serve_file import validate_args
 
@@ -44,5 +45,28 @@ def build_agent_app(args: dict[str, Any]) -> Application:
     return deployment.options(
         # Sessions wait on LLMs and tools, not on this replica's CPU: many per replica.
         max_ongoing_requests=512,
+        ray_actor_options={"num_cpus": 0.5},
+    ).bind(config.model_dump(mode="json"))
+
+
+def build_gateway_app(args: dict[str, Any]) -> Application:
+    """The gateway: the authenticated front door to models and agents (``Gateway``).
+
+    Example::
+
+        >>> args = {"models": [{"name": "smollm2-135m-instruct"}], "agent_apps": ["agents"],
+        ...         "auth": {"local_key_env": "RUNTIME_API_KEY"}}
+        >>> app = build_gateway_app(args)  # doctest: +SKIP
+        >>> serve.run(app, name="gateway", route_prefix="/")  # doctest: +SKIP
+    """
+    from runtime.gateway.server import Gateway
+
+    config: GatewayAppConfig = validate_args(
+        GatewayAppConfig, args, "runtime.apps:build_gateway_app"
+    )
+    deployment: Deployment = Gateway
+    return deployment.options(
+        # Requests wait on LLMs and agents, not on the gateway's CPU.
+        max_ongoing_requests=1000,
         ray_actor_options={"num_cpus": 0.5},
     ).bind(config.model_dump(mode="json"))

@@ -1,4 +1,4 @@
-"""Command line: ``python -m runtime run|check|models``."""
+"""Command line: ``python -m runtime run|check|keys|models``."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         ray.init(address=ns.address, log_to_driver=ns.verbose)
     else:  # a new local cluster, gone on exit; its processes inherit the Serve settings
         os.environ.update(_env.serve_env(ns.ingress))
+        _local_keys(schema)  # before Ray starts: its processes inherit the key
         ray.init(
             address="local",
             include_dashboard=False,
@@ -87,18 +88,43 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _local_keys(schema: object) -> None:
+    """Local mode: the gateway's key comes from its ``local_key_env`` variable; when that
+    is unset, generate one for this run and print it (the only place it appears)."""
+    from runtime.gateway.auth import new_key
+
+    for app in schema.applications:  # type: ignore[attr-defined]
+        if app.import_path != "runtime.apps:build_gateway_app":
+            continue
+        env = ((app.args or {}).get("auth") or {}).get("local_key_env")
+        if not env:
+            continue
+        if _env.optional(env):
+            print(f"API key: the value of ${env}")
+        else:
+            os.environ[env] = new_key()
+            print(f"API key for this run (set {env} to choose your own): {os.environ[env]}")
+
+
 def _print_endpoints(schema: object) -> None:
     http = schema.http_options  # type: ignore[attr-defined]
     base = f"http://{http.host}:{http.port}"
     for app in schema.applications:  # type: ignore[attr-defined]
-        prefix = (app.route_prefix or "/").rstrip("/")
-        if app.import_path == "runtime.apps:build_agent_app":
-            agents = [a.get("name", "?") for a in (app.args or {}).get("agents", [])]
-            first = agents[0] if agents else "<agent>"
+        if app.route_prefix is None:
+            print(f"\nApplication '{app.name}' is running (deployment handles only)")
+            continue
+        prefix = app.route_prefix.rstrip("/")
+        if app.import_path == "runtime.apps:build_gateway_app":
+            models = [m.get("name", "?") for m in (app.args or {}).get("models", [])]
+            model = models[0] if models else "<model>"
+            key = ((app.args or {}).get("auth") or {}).get("local_key_env") or "API_KEY"
             print(
-                f"\nApplication '{app.name}' serves agents {', '.join(agents)} at {base}{prefix}\n"
-                f"  curl -X POST {base}{prefix}/{first}/sessions\n"
-                f'  python: runtime.connect("{base}").agent("{first}").session().invoke("Hi")'
+                f"\nGateway '{app.name}' is serving at {base}{prefix}/v1 (API key required)\n"
+                f'  curl {base}{prefix}/v1/chat/completions -H "Authorization: Bearer ${key}" \\\n'
+                f'    -H \'Content-Type: application/json\' -d \'{{"model": "{model}", '
+                f'"messages": [{{"role": "user", "content": "Hi"}}]}}\'\n'
+                f'  python: runtime.connect("{base}{prefix}", api_key=...)'
+                f'.agent("assistant").session().invoke("Hi")'
             )
             continue
         model = (app.args or {}).get("model", {}).get("served_name", "<model>")
@@ -110,6 +136,15 @@ def _print_endpoints(schema: object) -> None:
             f'  python: openai.OpenAI(base_url="{base}{prefix}/v1", api_key="unused")'
         )
     print("\nPress Ctrl-C to stop.")
+
+
+def _cmd_keys(ns: argparse.Namespace) -> int:
+    from runtime.gateway.auth import key_hash, new_key
+
+    key = new_key()
+    print(f"key:    {key}\nsha256: {key_hash(key)}")
+    print("Give the key to its owner; put only the sha256 in the gateway's auth.keys.")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     run.set_defaults(func=_cmd_run)
+
+    keys = sub.add_parser("keys", help="gateway API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("new", help="a new key and its sha256").set_defaults(func=_cmd_keys)
 
     check = sub.add_parser("check", help="strictly validate serve config files")
     check.add_argument("configs", type=Path, nargs="+")

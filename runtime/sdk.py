@@ -6,7 +6,7 @@ no HTTP hop; outside, it talks HTTP to the Serve endpoint. The API is the same::
 
     import runtime
 
-    client = runtime.connect()                     # or connect("http://127.0.0.1:8000")
+    client = runtime.connect()     # or connect("http://127.0.0.1:8000", api_key=...)
     session = client.agent("assistant").session()  # a new session; .session(id) reopens one
     print(session.invoke("What is 2 + 3?").answer)
     for event in session.stream("And times 4?"):
@@ -31,7 +31,6 @@ from runtime import _env
 from runtime.agents.errors import AgentError, AgentUnavailableError
 from runtime.agents.protocol import (
     DEFAULT_TENANT,
-    TENANT_HEADER,
     Message,
     RunEvent,
     RunResult,
@@ -40,7 +39,7 @@ from runtime.agents.protocol import (
 
 T = TypeVar("T")
 
-#: The route prefix of the agent application in the serve configs of this project.
+#: Where the gateway serves the agent routes.
 AGENTS_PATH = "/v1/agents"
 
 
@@ -171,15 +170,11 @@ class HandleTransport:
 
 
 class HttpTransport:
-    """HTTP to the agent routes of a Serve endpoint (or, later, of the gateway)."""
+    """HTTP to the gateway's agent routes; the tenant is the API key's."""
 
-    def __init__(
-        self, url: str, path: str, tenant: str | None, api_key: str | None, timeout: float
-    ) -> None:
-        self._base = url.rstrip("/") + path
+    def __init__(self, url: str, api_key: str | None, timeout: float) -> None:
+        self._base = url.rstrip("/") + AGENTS_PATH
         self._headers = {}
-        if tenant is not None:
-            self._headers[TENANT_HEADER] = tenant
         if api_key is not None:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._timeout = timeout
@@ -383,21 +378,18 @@ def connect(
     url: str | None = None,
     *,
     app: str = "agents",
-    path: str = AGENTS_PATH,
     tenant: str | None = None,
     api_key: str | None = None,
     timeout: float = 300.0,
 ) -> Client:
     """Connect to the agents of a running stack.
 
-    - ``url`` given: HTTP to that Serve endpoint, agent routes under ``path`` (the agent
-      application's route prefix).
+    - ``url`` given: HTTP to the gateway at that address, with ``api_key`` (default
+      ``$RUNTIME_API_KEY``) as the bearer token; the key decides the tenant.
     - else, inside a Ray cluster (``ray.init`` done, or ``RAY_ADDRESS`` set): deployment
-      handles to the application ``app``, no HTTP hop.
+      handles to the agent application ``app``, no HTTP hop; ``tenant`` names the session
+      owner (``default`` when None). Code in the cluster is trusted to name it.
     - else: HTTP to ``$RUNTIME_URL``, default ``http://127.0.0.1:8000``.
-
-    ``tenant`` names the session owner on the handle path and in the tenant header over
-    HTTP; ``api_key`` is sent as a bearer token (for the gateway).
 
     Example::
 
@@ -413,4 +405,7 @@ def connect(
         if ray.is_initialized():
             return Client(HandleTransport(app, tenant or DEFAULT_TENANT))
         url = _env.runtime_url()
-    return Client(HttpTransport(url, path, tenant, api_key, timeout))
+    if tenant is not None:
+        raise ValueError("over HTTP the tenant is the API key's; `tenant` is for handles")
+    key = api_key if api_key is not None else _env.optional(_env.RUNTIME_API_KEY)
+    return Client(HttpTransport(url, key, timeout))

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from runtime import _env
+from runtime.gateway.auth import key_hash, new_key
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE_CONFIGS = REPO / "serve_configs"
@@ -32,6 +33,20 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 # The Serve settings `python -m runtime run` starts its clusters with.
 os.environ.update(_env.serve_env())
+
+#: Gateway keys of the tests. The local key (tenant "local", every scope) reaches the
+#: gateway as `python -m runtime run` passes it: in the environment Ray's processes inherit.
+API_KEY = new_key()
+os.environ[_env.RUNTIME_API_KEY] = API_KEY
+KEY_B = new_key()  # tenant-b, every scope
+KEY_REVOKED = new_key()
+KEY_SCOPED = new_key()  # tenant-c: the tiny model and the `scripted` agent only
+GATEWAY_KEYS = [
+    {"id": "b", "tenant": "tenant-b", "sha256": key_hash(KEY_B)},
+    {"id": "old", "tenant": "tenant-b", "sha256": key_hash(KEY_REVOKED), "revoked": True},
+    {"id": "c", "tenant": "tenant-c", "sha256": key_hash(KEY_SCOPED),
+     "scopes": {"models": ["tiny-random"], "agents": ["scripted"]}},
+]  # fmt: skip
 
 TINY_MODEL = "tiny-random"
 TINY_MAX_MODEL_LEN = 512
@@ -64,12 +79,12 @@ def tiny_app(route_prefix: str = "/tiny") -> dict[str, Any]:
 class Stack:
     """The deployed test stack: base URLs and model names."""
 
-    base_url: str  # SmolLM2 (local.yaml's application), ends in /v1
-    tiny_url: str  # tiny random model, ends in /v1
+    base_url: str  # SmolLM2's own routes (the tests expose them at /llm), ends in /v1
+    tiny_url: str  # tiny random model's own routes, ends in /v1
     model: str
     tiny_model: str
     config: dict[str, Any]
-    url: str  # the Serve endpoint's root
+    url: str  # the gateway (the Serve endpoint's root)
 
 
 #: Replies of the scripted stand-in model (it stands in for the model's choices only).
@@ -204,10 +219,16 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
     }  # fmt: skip
     agents["deployments"][0]["num_replicas"] = 2
     config["applications"] += agent_apps(tmp, postgres_dsn)
+    # The shipped configs reach the LLM by handle only; the tests also check its own
+    # (vLLM's) HTTP routes, so they expose them at /llm.
+    next(a for a in config["applications"] if a["name"] == "llm")["route_prefix"] = "/llm"
+    gateway = next(a for a in config["applications"] if a["name"] == "gateway")
+    gateway["args"]["models"].append({"name": TINY_MODEL, "app": "tiny"})
+    gateway["args"]["auth"]["keys"] = GATEWAY_KEYS
     deploy_config(config, source="local.yaml + test apps", timeout_s=900)
-    smol = local["applications"][0]
+    smol = next(a for a in local["applications"] if a["name"] == "llm")
     return Stack(
-        base_url=f"http://127.0.0.1:{port}/v1",
+        base_url=f"http://127.0.0.1:{port}/llm/v1",
         tiny_url=f"http://127.0.0.1:{port}/tiny/v1",
         model=smol["args"]["model"]["served_name"],
         tiny_model=TINY_MODEL,

@@ -1,5 +1,6 @@
-"""The agent routes' HTTP surface: status codes, error bodies, SSE framing, tenant
-header, and a client that hangs up mid-stream."""
+"""The agent routes of the gateway: status codes, error bodies, SSE framing, tenants
+from keys (a tenant header from the client changes nothing), and a client that hangs
+up mid-stream."""
 
 from __future__ import annotations
 
@@ -11,16 +12,24 @@ import httpx
 import pytest
 
 from tests.agent_helpers import wait_for
-from tests.conftest import Stack
+from tests.conftest import API_KEY, KEY_B, Stack
+
+
+def _client(stack: Stack, key: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"{stack.url}/v1/agents",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
 
 
 @pytest.fixture
 def agents(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=f"{stack.url}/v1/agents", timeout=60)
+    return _client(stack, API_KEY)
 
 
-def _session(agents: httpx.Client, tenant: str = "default") -> str:
-    response = agents.post("/scripted/sessions", json={}, headers={"X-Runtime-Tenant": tenant})
+def _session(agents: httpx.Client) -> str:
+    response = agents.post("/scripted/sessions", json={})
     assert response.status_code == 201
     return str(response.json()["id"])
 
@@ -66,20 +75,20 @@ def test_stream_of_a_busy_session_is_a_409_not_a_stream(agents: httpx.Client) ->
         agents.post(f"/scripted/sessions/{sid}/cancel")
 
 
-def test_tenant_header_separates_sessions(agents: httpx.Client) -> None:
-    sid = _session(agents, tenant="tenant-a")
-    as_b = {"X-Runtime-Tenant": "tenant-b"}
+def test_tenants_come_from_keys_not_headers(agents: httpx.Client, stack: Stack) -> None:
+    as_b = _client(stack, KEY_B)
+    sid = _session(as_b)
+    spoof = {"X-Runtime-Tenant": "tenant-b"}  # the local key's tenant is "local"
     for response in (
-        agents.get(f"/scripted/sessions/{sid}", headers=as_b),
-        agents.get(f"/scripted/sessions/{sid}/history", headers=as_b),
-        agents.post(f"/scripted/sessions/{sid}/invoke", json={"message": "x"}, headers=as_b),
-        agents.delete(f"/scripted/sessions/{sid}", headers=as_b),
+        agents.get(f"/scripted/sessions/{sid}", headers=spoof),
+        agents.get(f"/scripted/sessions/{sid}/history", headers=spoof),
+        agents.post(f"/scripted/sessions/{sid}/invoke", json={"message": "x"}, headers=spoof),
+        agents.post(f"/scripted/sessions/{sid}/cancel", headers=spoof),
+        agents.delete(f"/scripted/sessions/{sid}", headers=spoof),
     ):
         assert response.status_code == 404
-    as_a = {"X-Runtime-Tenant": "tenant-a"}
-    assert agents.get(f"/scripted/sessions/{sid}", headers=as_a).status_code == 200
-    bad = agents.get(f"/scripted/sessions/{sid}", headers={"X-Runtime-Tenant": "a b"})
-    assert bad.status_code == 400
+        assert response.json()["error"]["type"] == "session_not_found"
+    assert as_b.get(f"/scripted/sessions/{sid}").status_code == 200
 
 
 def test_hanging_up_mid_stream_cancels_the_run(agents: httpx.Client, stack: Stack) -> None:
@@ -89,6 +98,7 @@ def test_hanging_up_mid_stream_cancels_the_run(agents: httpx.Client, stack: Stac
     request = (
         f"POST /v1/agents/scripted/sessions/{sid}/stream HTTP/1.1\r\n"
         f"Host: {url.netloc}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {API_KEY}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     with socket.create_connection((url.hostname, url.port)) as sock:

@@ -90,14 +90,6 @@ def test_postgres_sessions_survive_a_replica_kill_mid_turn(stack: Stack, postgre
         assert threads > 0
 
 
-def test_postgres_over_http(stack: Stack) -> None:
-    client = runtime.connect(stack.url, path="/v1/pg-agents")
-    session = client.agent("scripted").session()
-    assert session.invoke("add").answer == "2+3=5"
-    again = runtime.connect(app="pg").agent("scripted").session(session.id)
-    assert [m.role for m in again.history()] == ["user", "assistant", "tool", "assistant"]
-
-
 def test_200_concurrent_sessions_on_one_replica(stack: Stack) -> None:
     assert len(replicas("one")) == 1
     client = runtime.connect(app="one")

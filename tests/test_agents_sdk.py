@@ -1,4 +1,5 @@
-"""The SDK against the deployed agents, the same tests over handles and over HTTP.
+"""The SDK against the deployed agents, the same tests over handles and over HTTP
+(through the gateway, with the local API key: tenant "local").
 
 The `scripted*` agents run the real runtime (Serve replicas on the CPU worker,
 LangGraph `create_agent` graphs, real tools, SQLite checkpoints) with a scripted
@@ -16,7 +17,7 @@ import pytest
 import runtime
 from runtime import Session
 from tests.agent_helpers import wait_for
-from tests.conftest import Stack
+from tests.conftest import API_KEY, KEY_B, Stack
 
 
 @pytest.fixture(params=["handle", "http"])
@@ -25,7 +26,7 @@ def client(request: pytest.FixtureRequest, stack: Stack) -> Iterator[runtime.Cli
         c = runtime.connect(app="agents")  # the test process is a Ray driver
         assert type(c.transport).__name__ == "HandleTransport"
     else:
-        c = runtime.connect(stack.url)
+        c = runtime.connect(stack.url, api_key=API_KEY)
     yield c
     c.close()
 
@@ -207,7 +208,7 @@ def test_tenants_are_isolated(client: runtime.Client, stack: Stack) -> None:
     if type(client.transport).__name__ == "HandleTransport":
         other = runtime.connect(app="agents", tenant="tenant-b")
     else:
-        other = runtime.connect(stack.url, tenant="tenant-b")
+        other = runtime.connect(stack.url, api_key=KEY_B)  # tenant-b's key
     with pytest.raises(runtime.SessionNotFoundError):
         other.agent("scripted").session(session.id)
     stolen = Session(other.transport, "scripted", session.info)

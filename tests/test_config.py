@@ -38,21 +38,26 @@ def _local() -> dict:
     return yaml.safe_load((SERVE_CONFIGS / "local.yaml").read_text())
 
 
+def _llm_index(data: dict) -> int:
+    return next(i for i, a in enumerate(data["applications"]) if a["name"] == "llm")
+
+
 def test_typo_in_args_names_key_file_and_fix() -> None:
     data = _local()
-    engine = data["applications"][0]["args"]["engine"]
+    i = _llm_index(data)
+    engine = data["applications"][i]["args"]["engine"]
     engine["max_model_lenn"] = engine.pop("max_model_len")
     with pytest.raises(ConfigError) as info:
         check_serve_config(data, "serve_configs/local.yaml")
     text = str(info.value)
     assert "serve_configs/local.yaml" in text
-    assert "applications[0].args.engine.max_model_lenn" in text
+    assert f"applications[{i}].args.engine.max_model_lenn" in text
     assert "did you mean 'max_model_len'" in text
 
 
 def test_typo_in_model_source_variant_is_reported_with_its_keys() -> None:
     data = _local()
-    data["applications"][0]["args"]["model"]["servedname"] = "x"
+    data["applications"][_llm_index(data)]["args"]["model"]["servedname"] = "x"
     with pytest.raises(ConfigError) as info:
         check_serve_config(data, "f.yaml")
     assert "did you mean 'served_name'" in str(info.value)
@@ -113,7 +118,7 @@ def test_served_name_defaults() -> None:
 def test_cli_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["check", str(SERVE_CONFIGS / "local.yaml")]) == 0
     bad = copy.deepcopy(_local())
-    bad["applications"][0]["args"]["acelerator"] = "cpu"
+    bad["applications"][_llm_index(bad)]["args"]["acelerator"] = "cpu"
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     assert cli_main(["check", str(path)]) == 1

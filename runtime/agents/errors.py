@@ -50,6 +50,20 @@ class InvalidInputError(AgentError):
     type = "invalid_input"
 
 
+class AuthenticationError(AgentError):
+    """No API key, or a wrong or revoked one (from the gateway)."""
+
+    status = 401
+    type = "authentication_error"
+
+
+class PermissionDeniedError(AgentError):
+    """The key may not call this agent or model (from the gateway)."""
+
+    status = 403
+    type = "permission_error"
+
+
 class AgentNotFoundError(AgentError):
     status = 404
     type = "agent_not_found"
@@ -115,7 +129,8 @@ class AgentUnavailableError(AgentError):
 _BY_TYPE: dict[str, type[AgentError]] = {
     cls.type: cls
     for cls in (
-        AgentError, InvalidInputError, AgentNotFoundError, SessionNotFoundError,
+        AgentError, InvalidInputError, AuthenticationError, PermissionDeniedError,
+        AgentNotFoundError, SessionNotFoundError,
         SessionExistsError, SessionBusyError, BudgetExceededError, RunCancelledError,
         ModelCallError, RunFailedError, AgentUnavailableError,
     )

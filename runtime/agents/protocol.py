@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: The header that carries the tenant of an agent call (set by the gateway).
-TENANT_HEADER = "X-Runtime-Tenant"
+#: The tenant of handle calls that name none (HTTP callers get their key's tenant).
 DEFAULT_TENANT = "default"
 
 

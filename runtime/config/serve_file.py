@@ -16,12 +16,14 @@ from pydantic import BaseModel, ValidationError
 
 from runtime.config.agents import AgentAppConfig
 from runtime.config.errors import ConfigError, unknown_keys, validation_problems
+from runtime.config.gateway import GatewayAppConfig
 from runtime.config.llm import LLMAppConfig
 
 #: import_path of each builder of this project -> the model of its ``args``.
 APP_ARGS_MODELS: dict[str, type[BaseModel]] = {
     "runtime.apps:build_llm_app": LLMAppConfig,
     "runtime.apps:build_agent_app": AgentAppConfig,
+    "runtime.apps:build_gateway_app": GatewayAppConfig,
 }
 
 

@@ -1,0 +1,1 @@
+"""The gateway: the Serve ingress that authenticates callers and routes their calls."""
