@@ -187,6 +187,9 @@ async def _sqlite_connect(path: Path) -> Any:
 
     conn = await aiosqlite.connect(path, timeout=30, isolation_level=None)
     await conn.execute("PRAGMA busy_timeout=30000")
+    # WAL + NORMAL: a commit survives the crash of any process; only a power or OS
+    # failure can lose the last commits (SQLite is the single-machine store).
+    await conn.execute("PRAGMA synchronous=NORMAL")
     return conn
 
 
