@@ -127,6 +127,14 @@ async def _has_body(request: Request) -> bool:
     )
 
 
+def _unavailable(route: ModelRoute, exc: BaseException) -> LLMError:
+    return LLMError(
+        f"the model `{route.name}` is unavailable now ({type(exc).__name__}); retry later",
+        status_code=503,
+        type="ServiceUnavailableError",
+    )
+
+
 def _plain_llm_error(err: LLMError) -> LLMError:
     """Ray re-raises remote errors as subclasses; answer with the plain error.
 
@@ -174,14 +182,12 @@ class Gateway:
             except Exception:
                 checks[name] = False
 
-        from ray import serve as _serve
-
         calls = [
             probe(f"model:{m.name}",
-                  _serve.get_deployment_handle(m.deployment, app_name=m.app).models.remote())
+                  serve.get_deployment_handle(m.deployment, app_name=m.app).models.remote())
             for m in self.config.models
         ] + [
-            probe(f"agents:{a}", _serve.get_app_handle(a).agents.remote())
+            probe(f"agents:{a}", serve.get_app_handle(a).agents.remote())
             for a in self.config.agent_apps
         ]  # fmt: skip
         await asyncio.gather(*calls)
@@ -229,6 +235,8 @@ class Gateway:
                 reply = await getattr(handle, method).remote(body)
             except LLMError as err:
                 raise _plain_llm_error(err) from None
+            except Exception as exc:  # no replica, replica died, back-pressure
+                raise _unavailable(route, exc) from None
             return JSONResponse(reply)
         stream = getattr(handle.options(stream=True), stream_method).remote(body)
         try:  # the first chunk before the response: a bad request is a 4xx status
@@ -237,6 +245,8 @@ class Gateway:
             first = None
         except LLMError as err:
             raise _plain_llm_error(err) from None
+        except Exception as exc:
+            raise _unavailable(route, exc) from None
 
         async def events() -> AsyncIterator[str]:
             done = False
