@@ -92,13 +92,6 @@ class _Bridge:
 # -- transports ------------------------------------------------------------------------
 
 
-def _unavailable(exc: BaseException) -> AgentUnavailableError:
-    return AgentUnavailableError(
-        f"the agent service failed during the call ({type(exc).__name__}); the session "
-        "keeps its last checkpoint, retrying is safe"
-    )
-
-
 class HandleTransport:
     """Serve deployment handles to the ``AgentServer`` of application ``app``."""
 
@@ -111,16 +104,14 @@ class HandleTransport:
     async def _call(self, method: str, *args: Any) -> Any:
         try:
             return await getattr(self._handle, method).remote(self._tenant, *args)
-        except AgentError as err:
-            raise AgentError.plain(err) from None
-        except Exception as exc:  # replica died, back-pressure, app missing
-            raise _unavailable(exc) from None
+        except Exception as exc:  # the runtime's errors, or a replica died, back-pressure
+            raise AgentError.from_remote(exc) from None
 
     async def agents(self) -> list[str]:
         try:
             return list(await self._handle.agents.remote())
         except Exception as exc:
-            raise _unavailable(exc) from None
+            raise AgentError.from_remote(exc) from None
 
     async def create_session(self, agent: str, session_id: str | None) -> SessionInfo:
         info: SessionInfo = await self._call("create_session", agent, session_id)
@@ -146,14 +137,11 @@ class HandleTransport:
             async for event in response:
                 yield event
             finished = True
-        except AgentError as err:
-            finished = True
-            raise AgentError.plain(err) from None
         except (GeneratorExit, asyncio.CancelledError):
             raise
         except Exception as exc:
             finished = True
-            raise _unavailable(exc) from None
+            raise AgentError.from_remote(exc) from None
         finally:
             if not finished:
                 response.cancel()  # the replica's generator is closed: the run is cancelled
@@ -201,7 +189,7 @@ class HttpTransport:
         try:
             response = await self._client().request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise _unavailable(exc) from None
+            raise AgentError.from_remote(exc) from None
         if response.status_code >= 400:
             raise _http_error(response.status_code, response.content)
         return response.json() if response.content else None
@@ -242,7 +230,7 @@ class HttpTransport:
                         yield RunEvent.model_validate_json("\n".join(data))
                         data = []
         except httpx.HTTPError as exc:
-            raise _unavailable(exc) from None
+            raise AgentError.from_remote(exc) from None
 
     async def history(self, agent: str, session_id: str) -> list[Message]:
         data = await self._request("GET", f"/{agent}/sessions/{session_id}/history")

@@ -39,6 +39,18 @@ class AgentError(Exception):
         message = getattr(exc, "message", None) or (exc.args[0] if exc.args else str(exc))
         return cls(str(message))
 
+    @staticmethod
+    def from_remote(exc: BaseException) -> AgentError:
+        """What a caller of the agent deployment raises for ``exc``: the runtime's own
+        error, or :class:`AgentUnavailableError` for anything else (replica died, no
+        replica, back-pressure)."""
+        if isinstance(exc, AgentError):
+            return AgentError.plain(exc)
+        return AgentUnavailableError(
+            f"the agent service failed during the call ({type(exc).__name__}); the session "
+            "keeps its last checkpoint, retrying is safe"
+        )
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message,))
 

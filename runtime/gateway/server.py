@@ -30,7 +30,6 @@ from ray import serve
 from runtime.agents.errors import (
     AgentError,
     AgentNotFoundError,
-    AgentUnavailableError,
     InvalidInputError,
     PermissionDeniedError,
 )
@@ -287,12 +286,8 @@ class Gateway:
         handle = await self._agent_handle(caller, agent)
         try:
             return await getattr(handle, method).remote(caller.tenant, agent, *args)
-        except AgentError as err:
-            raise AgentError.plain(err) from None
         except Exception as exc:
-            raise AgentUnavailableError(
-                f"the agent service failed during the call ({type(exc).__name__}); retrying is safe"
-            ) from None
+            raise AgentError.from_remote(exc) from None
 
     @app.get("/v1/agents")
     @app.get("/v1/agents/", include_in_schema=False)
@@ -368,12 +363,8 @@ class Gateway:
         iterator = events.__aiter__()
         try:  # the start event before the response: a busy or missing session is a 4xx
             first = await anext(iterator)
-        except AgentError as err:
-            raise AgentError.plain(err) from None
         except Exception as exc:
-            raise AgentUnavailableError(
-                f"the agent service failed ({type(exc).__name__}); retrying is safe"
-            ) from None
+            raise AgentError.from_remote(exc) from None
 
         async def frames() -> AsyncIterator[str]:
             done = False
