@@ -19,15 +19,11 @@ import json
 import os
 import platform
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
-import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -35,8 +31,8 @@ os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 
 from runtime import _env  # noqa: E402
 from runtime.config import LLMAppConfig  # noqa: E402
-from runtime.llm.engine_args import replica_env, server_argv  # noqa: E402
-from runtime.models.sources import resolve_model  # noqa: E402
+from runtime.llm.engine_args import server_argv  # noqa: E402
+from runtime.llm.standalone import api_server  # noqa: E402
 
 PROMPTS = [
     "What is the capital of France?",
@@ -170,42 +166,14 @@ def bench_runtime(
 
 
 def bench_vllm(config: LLMAppConfig, ns: argparse.Namespace) -> dict[str, Any]:
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        *server_argv(config, resolve_model(config.model)),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--disable-uvicorn-access-log",
-    ]
-    env = {**os.environ, **replica_env(config)}
     t0 = time.perf_counter()
-    log = open(REPO / ".cache" / "bench-vllm-server.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited ({proc.returncode}); see {log.name}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+    log = REPO / ".cache" / "bench-vllm-server.log"
+    # On exit the server and its engine process are gone before the next target starts.
+    with api_server(config, free_port(), log) as url:
         ready = time.perf_counter() - t0
-        out = asyncio.run(run_load(f"http://127.0.0.1:{port}/v1", config.served_name, ns))
-        out["ready_s"] = ready
-        return out
-    finally:
-        children = psutil.Process(proc.pid).children(recursive=True)  # the engine core
-        proc.terminate()
-        proc.wait(60)
-        psutil.wait_procs(children, timeout=60)  # all gone before the next target starts
-        log.close()
+        out = asyncio.run(run_load(url, config.served_name, ns))
+    out["ready_s"] = ready
+    return out
 
 
 def table(result: dict[str, Any]) -> str:

@@ -1,5 +1,5 @@
-"""Real servers the tests start on loopback (PostgreSQL), found on PATH or in Debian's
-folders. Under CI a missing server is a failure, never a skip (`.ci/run` installs them)."""
+"""Real servers the tests start on loopback: PostgreSQL (found on PATH or in Debian's
+folders; missing is a failure, never a skip) and vLLM's own OpenAI API server."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,10 +17,8 @@ import pytest
 
 
 def _missing(what: str) -> None:
-    message = f"{what} is not installed (Debian: apt-get install postgresql; .ci/run does it)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    # A failure, never a skip: `make test` installs it (scripts/system-packages.sh).
+    pytest.fail(f"{what} is not installed (Debian: apt-get install postgresql; make test does it)")
 
 
 def _pg_bin(name: str) -> str | None:
@@ -69,52 +66,18 @@ def postgres(port: int) -> Iterator[str]:
 def vllm_api_server(port: int, api_key: str) -> Iterator[str]:
     """vLLM's own OpenAI API server on loopback with the tiny random model, as an
     external provider would run it; yields its base URL (ending in /v1)."""
-    import httpx
-
     from runtime.config.llm import LLMAppConfig
-    from runtime.llm.engine_args import replica_env, server_argv
-    from runtime.models.sources import resolve_model
+    from runtime.llm.standalone import api_server
 
     config = LLMAppConfig.model_validate(
         {"model": {"source": "tiny-random", "served_name": "tiny-random"},
          "engine": {"max_model_len": 512, "max_num_seqs": 8}}
     )  # fmt: skip
-    argv = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        *server_argv(config, resolve_model(config.model)),
-        "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
-        "--disable-uvicorn-access-log",
-    ]  # fmt: skip
-    log = tempfile.NamedTemporaryFile("w+", prefix="vllm-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        argv, env={**os.environ, **replica_env(config)}, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                tail = log.read()[-3000:]
-                raise RuntimeError(f"vLLM server exited ({proc.returncode}):\n{tail}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("vLLM server did not become ready in 300 s")
-            time.sleep(0.5)
+    with (
+        tempfile.TemporaryDirectory(prefix="vllm-server-") as tmp,
+        api_server(config, port, Path(tmp) / "server.log", api_key=api_key) as url,
+    ):
         yield url
-    finally:
-        import psutil
-
-        children = psutil.Process(proc.pid).children(recursive=True)
-        proc.terminate()
-        proc.wait(60)
-        psutil.wait_procs(children, timeout=60)
-        log.close()
-        os.unlink(log.name)
 
 
 def _wait_for_postgres(dsn: str, timeout_s: float = 30) -> None:
