@@ -41,12 +41,27 @@ os.environ[_env.RUNTIME_API_KEY] = API_KEY
 KEY_B = new_key()  # tenant-b, every scope
 KEY_REVOKED = new_key()
 KEY_SCOPED = new_key()  # tenant-c: the tiny model and the `scripted` agent only
+KEY_ONE_AT_A_TIME = new_key()  # tenant-d: one request in flight
+KEY_THREE_PER_MINUTE = new_key()  # key "e" (tenant-e): three requests per minute
+KEY_FEW_TOKENS = new_key()  # tenant-f: one LLM token per minute
 GATEWAY_KEYS = [
     {"id": "b", "tenant": "tenant-b", "sha256": key_hash(KEY_B)},
     {"id": "old", "tenant": "tenant-b", "sha256": key_hash(KEY_REVOKED), "revoked": True},
     {"id": "c", "tenant": "tenant-c", "sha256": key_hash(KEY_SCOPED),
      "scopes": {"models": ["tiny-random"], "agents": ["scripted"]}},
+    {"id": "d", "tenant": "tenant-d", "sha256": key_hash(KEY_ONE_AT_A_TIME)},
+    {"id": "e", "tenant": "tenant-e", "sha256": key_hash(KEY_THREE_PER_MINUTE)},
+    {"id": "f", "tenant": "tenant-f", "sha256": key_hash(KEY_FEW_TOKENS)},
 ]  # fmt: skip
+#: The main gateway counts in memory (one replica); test_gateway_routing.py deploys a
+#: second gateway with two replicas counting in Redis.
+GATEWAY_LIMITS = {
+    "tenants": {"tenant-d": {"concurrency": 1}, "tenant-f": {"tokens_per_minute": 1}},
+    "keys": {"e": {"requests_per_minute": 3}},
+}
+#: The key of the external provider (vLLM's own server) the tests start.
+PROVIDER_KEY = "sk-test-" + new_key()[3:]
+PROVIDER_KEY_ENV = "RUNTIME_TEST_PROVIDER_KEY"
 
 TINY_MODEL = "tiny-random"
 TINY_MAX_MODEL_LEN = 512
@@ -203,6 +218,32 @@ def postgres_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    from tests.servers import redis
+
+    with redis(free_port()) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def vllm_provider() -> Iterator[int]:
+    """vLLM's own OpenAI API server (tiny model, key required): the external provider."""
+    from tests.servers import vllm_api_server
+
+    port = free_port()
+    with vllm_api_server(port, PROVIDER_KEY):
+        yield port
+
+
+@pytest.fixture(scope="session")
+def proxy(vllm_provider: int) -> Any:
+    """A fault-injecting proxy in front of the provider (tests/fault_proxy.py)."""
+    from tests.fault_proxy import FaultProxy
+
+    return FaultProxy(vllm_provider)
+
+
+@pytest.fixture(scope="session")
 def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     from runtime.deploy import deploy_config
 
@@ -225,6 +266,7 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
     gateway = next(a for a in config["applications"] if a["name"] == "gateway")
     gateway["args"]["models"].append({"name": TINY_MODEL, "app": "tiny"})
     gateway["args"]["auth"]["keys"] = GATEWAY_KEYS
+    gateway["args"]["rate_limits"] = GATEWAY_LIMITS
     deploy_config(config, source="local.yaml + test apps", timeout_s=900)
     smol = next(a for a in local["applications"] if a["name"] == "llm")
     return Stack(
@@ -239,6 +281,6 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        heavy = {"stack", "ray_cluster", "postgres_dsn", "vllm_provider"}
+        heavy = {"stack", "ray_cluster", "postgres_dsn", "vllm_provider", "proxy", "redis_url"}
         if heavy & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)

@@ -1,5 +1,6 @@
 """Real servers the tests start on loopback: PostgreSQL (found on PATH or in Debian's
-folders; missing is a failure, never a skip) and vLLM's own OpenAI API server."""
+folders), Redis (missing either is a failure, never a skip) and vLLM's own OpenAI API
+server."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from pathlib import Path
 import pytest
 
 
-def _missing(what: str) -> None:
+def _missing(what: str, package: str = "postgresql") -> None:
     # A failure, never a skip: `make test` installs it (scripts/system-packages.sh).
-    pytest.fail(f"{what} is not installed (Debian: apt-get install postgresql; make test does it)")
+    pytest.fail(f"{what} is not installed (Debian: apt-get install {package}; make test does it)")
 
 
 def _pg_bin(name: str) -> str | None:
@@ -60,6 +61,45 @@ def postgres(port: int) -> Iterator[str]:
             [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def redis(port: int) -> Iterator[str]:
+    """A throwaway Redis on 127.0.0.1:port, no persistence; yields its URL."""
+    server = shutil.which("redis-server")
+    if server is None:
+        _missing("Redis", "redis-server")
+        raise AssertionError("unreachable")
+    root = Path(tempfile.mkdtemp(prefix="runtime-redis-"))
+    process = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
+         "no", "--dir", str(root), "--logfile", str(root / "log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        _wait_for_redis(url, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_for_redis(url: str, process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
+    import redis as redis_client
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode}")
+        try:
+            redis_client.Redis.from_url(url, socket_timeout=1).ping()
+            return
+        except redis_client.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 @contextmanager

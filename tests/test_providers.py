@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,11 +16,11 @@ from runtime.llm.errors import LLMError
 from runtime.providers.circuit import CircuitBreaker
 from runtime.providers.client import ProviderClient, ProviderUnavailableError
 from runtime.providers.fallback import FallbackChain
-from tests.conftest import free_port
+from tests.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV, free_port
 from tests.fault_proxy import FaultProxy
 
-API_KEY = "sk-test-" + secrets.token_hex(12)
-KEY_ENV = "RUNTIME_TEST_PROVIDER_KEY"
+API_KEY = PROVIDER_KEY
+KEY_ENV = PROVIDER_KEY_ENV
 BODY: dict[str, Any] = {
     "model": "external-tiny",
     "messages": [{"role": "user", "content": "Hello"}],
@@ -99,20 +98,6 @@ def test_config_errors() -> None:
 
 
 # -- against a real vLLM server --------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def vllm_provider() -> Iterator[int]:
-    from tests.servers import vllm_api_server
-
-    port = free_port()
-    with vllm_api_server(port, API_KEY):
-        yield port
-
-
-@pytest.fixture(scope="session")
-def proxy(vllm_provider: int) -> FaultProxy:
-    return FaultProxy(vllm_provider)
 
 
 @pytest.fixture

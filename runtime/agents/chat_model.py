@@ -10,6 +10,7 @@ deterministic tests and for benchmarks of the runtime's own overhead.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -36,10 +37,18 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from runtime.agents.errors import ModelCallError
+from runtime.agents.errors import ModelCallError, RateLimitError
+from runtime.agents.protocol import DEFAULT_TENANT
 from runtime.config.agents import ScriptedLLM, ScriptStep, ServeLLM
 
 _Tool = dict[str, Any] | type | Callable[..., Any] | BaseTool
+
+
+#: The tenant of the run in progress (set by the agent service for each run's task):
+#: LLM calls through the gateway's router are counted against it.
+current_tenant: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "runtime_tenant", default=DEFAULT_TENANT
+)
 
 
 class ServeChatModel(BaseChatModel):
@@ -54,6 +63,8 @@ class ServeChatModel(BaseChatModel):
 
     handle: Any
     model: str
+    #: True: ``handle`` is the gateway's (its router, the tenant's limits).
+    routed: bool = False
     temperature: float = 0.0
     max_tokens: int = 512
     tools: list[dict[str, Any]] | None = None
@@ -67,9 +78,13 @@ class ServeChatModel(BaseChatModel):
     def from_config(cls, config: ServeLLM) -> ServeChatModel:
         from ray import serve
 
-        handle = serve.get_deployment_handle(config.deployment, app_name=config.app)
+        if config.gateway is not None:
+            handle = serve.get_deployment_handle("Gateway", app_name=config.gateway)
+        else:
+            handle = serve.get_deployment_handle(config.deployment, app_name=config.app)
         return cls(
             handle=handle,
+            routed=config.gateway is not None,
             model=config.model,
             temperature=config.temperature,
             max_tokens=config.max_tokens,
@@ -85,6 +100,11 @@ class ServeChatModel(BaseChatModel):
         elif tool_choice and tool_choice not in ("auto", "none", "required"):
             choice = {"type": "function", "function": {"name": tool_choice}}
         return self.model_copy(update={"tools": specs or None, "tool_choice": choice})
+
+    def _call(self, body: dict[str, Any]) -> Any:
+        if self.routed:
+            return self.handle.llm.remote(current_tenant.get(), "chat", body)
+        return self.handle.chat.remote(body)
 
     def _body(self, messages: list[BaseMessage], stop: list[str] | None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -108,7 +128,7 @@ class ServeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         try:
-            response = await self.handle.chat.remote(self._body(messages, stop))
+            response = await self._call(self._body(messages, stop))
         except Exception as exc:
             raise _model_error(exc) from None
         return _chat_result(response)
@@ -121,7 +141,7 @@ class ServeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         try:
-            response = self.handle.chat.remote(self._body(messages, stop)).result()
+            response = self._call(self._body(messages, stop)).result()
         except Exception as exc:
             raise _model_error(exc) from None
         return _chat_result(response)
@@ -135,7 +155,11 @@ class ServeChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         body = self._body(messages, stop)
         body["stream_options"] = {"include_usage": True}
-        stream = self.handle.options(stream=True).chat_stream.remote(body)
+        handle = self.handle.options(stream=True)
+        if self.routed:
+            stream = handle.llm_stream.remote(current_tenant.get(), "chat", body)
+        else:
+            stream = handle.chat_stream.remote(body)
         try:
             async for chunk in stream:
                 message = _chunk_message(chunk)
@@ -151,9 +175,11 @@ class ServeChatModel(BaseChatModel):
             raise _model_error(exc) from None
 
 
-def _model_error(exc: BaseException) -> ModelCallError:
+def _model_error(exc: BaseException) -> ModelCallError | RateLimitError:
     from runtime.llm.errors import LLMError
 
+    if isinstance(exc, LLMError) and exc.status_code == 429:
+        return RateLimitError(f"the LLM call was refused: {exc.message}")
     if isinstance(exc, LLMError):
         return ModelCallError(f"the LLM call failed: {exc.status_code} {exc.type}: {exc.message}")
     return ModelCallError(f"the LLM call failed: {type(exc).__name__}")

@@ -46,6 +46,10 @@ class AgentError(Exception):
         replica, back-pressure)."""
         if isinstance(exc, AgentError):
             return AgentError.plain(exc)
+        if type(exc).__name__ == "BackPressureError":  # Serve's max_queued_requests
+            return AgentUnavailableError(
+                "the agent service is saturated (its request queue is full); retry later"
+            )
         return AgentUnavailableError(
             f"the agent service failed during the call ({type(exc).__name__}); the session "
             "keeps its last checkpoint, retrying is safe"
@@ -130,6 +134,14 @@ class RunFailedError(AgentError):
     type = "run_failed"
 
 
+class RateLimitError(AgentError):
+    """A rate or concurrency limit of the tenant or key is reached (from the gateway);
+    retry after the `Retry-After` seconds."""
+
+    status = 429
+    type = "rate_limit_error"
+
+
 class AgentUnavailableError(AgentError):
     """The agents cannot take the call now: no replica, overloaded, or the replica died
     during the call. Sessions keep their last checkpoint; retrying is safe."""
@@ -144,6 +156,6 @@ _BY_TYPE: dict[str, type[AgentError]] = {
         AgentError, InvalidInputError, AuthenticationError, PermissionDeniedError,
         AgentNotFoundError, SessionNotFoundError,
         SessionExistsError, SessionBusyError, BudgetExceededError, RunCancelledError,
-        ModelCallError, RunFailedError, AgentUnavailableError,
+        ModelCallError, RunFailedError, RateLimitError, AgentUnavailableError,
     )
 }  # fmt: skip

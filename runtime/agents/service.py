@@ -9,6 +9,7 @@ serve any session, and nothing about it lives only in a replica's memory.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import time
@@ -30,7 +31,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import LLMResult
 from langgraph.errors import GraphRecursionError
 
-from runtime.agents.chat_model import chat_model
+from runtime.agents.chat_model import chat_model, current_tenant
 from runtime.agents.definitions import build_context, build_graph
 from runtime.agents.errors import (
     AgentError,
@@ -277,7 +278,11 @@ class AgentService:
         turn = _Turn(run_id=uuid.uuid4().hex, session_id=session_id)
         await self._acquire(entry.spec, turn)
         self._turns[turn.run_id] = turn
-        turn.task = asyncio.create_task(self._execute(entry, turn, text, stream_tokens))
+        context = contextvars.copy_context()  # the run's LLM calls count for its tenant
+        context.run(current_tenant.set, tenant)
+        turn.task = asyncio.create_task(
+            self._execute(entry, turn, text, stream_tokens), context=context
+        )
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = asyncio.create_task(self._renew_leases())
         return turn

@@ -20,6 +20,12 @@ class ServeLLM(StrictModel):
     app: str = Field(default="llm", min_length=1, description="Serve application of the LLM.")
     deployment: str = Field(default="LLMServer", min_length=1)
     model: str = Field(min_length=1, description="The served model name (`served_name`).")
+    gateway: str | None = Field(
+        default=None, min_length=1,
+        description="The gateway's application: when set, LLM calls go through its router "
+        "(the model's fallbacks, external providers, the tenant's token limits) and "
+        "`model` is a model of the gateway; otherwise straight to `app`/`deployment`.",
+    )  # fmt: skip
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, ge=1, description="Per LLM call.")
 

@@ -44,6 +44,13 @@ class Circuit(StrictModel):
     open_s: float = Field(default=30.0, gt=0, le=3600)
 
 
+class RateLimit(StrictModel):
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Prompt plus completion tokens."
+    )
+
+
 class ProviderConfig(StrictModel):
     """One OpenAI-compatible API (OpenAI, a hosted vLLM, ...)."""
 
@@ -62,3 +69,8 @@ class ProviderConfig(StrictModel):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
     circuit: Circuit = Field(default_factory=Circuit)
+    rate_limit: RateLimit = Field(
+        default_factory=RateLimit,
+        description="The provider's quota: over it, calls go to the fallback at once "
+        "(counted where the gateway counts tenants: memory or Redis).",
+    )

@@ -34,9 +34,12 @@ from runtime.agents.errors import (
     PermissionDeniedError,
 )
 from runtime.agents.protocol import Message, RunEvent, RunResult, SessionInfo
-from runtime.config.gateway import GatewayAppConfig, ModelRoute
-from runtime.gateway.auth import AuthError, KeyStore, Principal
+from runtime.config.gateway import GatewayAppConfig
+from runtime.gateway.auth import Authenticator, AuthError, Principal
+from runtime.gateway.ratelimit import Limiter, LimiterUnavailableError, RateLimitedError
+from runtime.gateway.router import Router
 from runtime.llm.errors import LLMError
+from runtime.providers.fallback import Method
 
 logger = logging.getLogger("ray.serve")
 
@@ -45,6 +48,46 @@ app = FastAPI(
     description="OpenAI-compatible LLM routes and agent sessions, per tenant.",
     version="0.1.0",
 )
+
+
+def _json_request(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    """The published request body of a route that reads its body itself."""
+    return {"requestBody": {"required": required,
+                            "content": {"application/json": {"schema": schema}}}}  # fmt: skip
+
+
+_MESSAGE = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
+        "content": {"type": "string"},
+    },
+}
+_LLM_COMMON: dict[str, Any] = {
+    "model": {"type": "string"},
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "stream": {"type": "boolean"},
+}
+_CHAT_REQUEST = _json_request({
+    "type": "object", "required": ["model", "messages"],
+    "description": "OpenAI's chat completion request; other OpenAI fields pass through.",
+    "properties": {**_LLM_COMMON, "messages": {"type": "array", "items": _MESSAGE}},
+})  # fmt: skip
+_COMPLETION_REQUEST = _json_request({
+    "type": "object", "required": ["model", "prompt"],
+    "description": "OpenAI's completion request; other OpenAI fields pass through.",
+    "properties": {**_LLM_COMMON, "prompt": {"type": "string"}},
+})  # fmt: skip
+_AGENT_MESSAGE = _json_request({
+    "type": "object", "required": ["message"], "additionalProperties": False,
+    "properties": {"message": {"type": "string", "minLength": 1}},
+})  # fmt: skip
+_NEW_SESSION = _json_request({
+    "type": "object", "additionalProperties": False,
+    "properties": {"id": {"type": "string", "description": "Optional; generated when absent."}},
+}, required=False)  # fmt: skip
 
 
 def _error(status: int, message: str, type: str, param: str | None = None) -> JSONResponse:
@@ -73,7 +116,24 @@ async def _agent_error_handler(request: Request, exc: AgentError) -> JSONRespons
 
 @app.exception_handler(LLMError)
 async def _llm_error(request: Request, exc: LLMError) -> JSONResponse:
-    return _error(exc.status_code, exc.message, exc.type, exc.param)
+    response = _error(exc.status_code, exc.message, exc.type, exc.param)
+    if exc.status_code == 503:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+@app.exception_handler(RateLimitedError)
+async def _rate_limited(request: Request, exc: RateLimitedError) -> JSONResponse:
+    response = _error(429, exc.message, "rate_limit_error")
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@app.exception_handler(LimiterUnavailableError)
+async def _limiter_down(request: Request, exc: LimiterUnavailableError) -> JSONResponse:
+    response = _error(503, str(exc), "unavailable")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 @app.exception_handler(RequestValidationError)
@@ -83,9 +143,18 @@ async def _bad_request(request: Request, exc: RequestValidationError) -> JSONRes
     return _agent_error(InvalidInputError(f"{where}: {first['msg']}"))
 
 
-def _principal(request: Request) -> Principal:
+#: Routes that spend LLM tokens: refused while the caller's tokens are spent.
+_LLM_PATHS = ("/completions", "/invoke", "/stream")
+
+
+async def _principal(request: Request) -> Principal:
+    """Authenticate, then count the request against the key's and tenant's limits."""
     gateway: Gateway = request.app.state.gateway
-    return gateway.keys.authenticate(request.headers.get("authorization"))
+    caller = await gateway.auth.authenticate(request.headers.get("authorization"))
+    request.state.tenant = caller.tenant
+    uses_llm = request.url.path.endswith(_LLM_PATHS)
+    await gateway.limiter.admit(caller.tenant, caller.key_id, uses_llm=uses_llm)
+    return caller
 
 
 Caller = Annotated[Principal, Depends(_principal)]
@@ -126,21 +195,34 @@ async def _has_body(request: Request) -> bool:
     )
 
 
-def _unavailable(route: ModelRoute, exc: BaseException) -> LLMError:
-    return LLMError(
-        f"the model `{route.name}` is unavailable now ({type(exc).__name__}); retry later",
-        status_code=503,
-        type="ServiceUnavailableError",
-    )
+def _tokens(reply: dict[str, Any] | None) -> int:
+    usage = (reply or {}).get("usage") or {}
+    total = usage.get("total_tokens")
+    return int(total) if isinstance(total, int) else 0
 
 
-def _plain_llm_error(err: LLMError) -> LLMError:
-    """Ray re-raises remote errors as subclasses; answer with the plain error.
+def _with_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Ask a stream for its usage (to charge its tokens); True if the client asked too.
 
     (Helpers of the ingress class are defined above it: Serve serializes the class
     when it is decorated, before the rest of the module exists.)
     """
-    return LLMError(err.message, err.status_code, err.type, err.param)
+    options = body.get("stream_options")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise LLMError("`stream_options` must be an object", param="stream_options")
+    wanted = bool(options.get("include_usage"))
+    return {**body, "stream_options": {**options, "include_usage": True}}, wanted
+
+
+def _visible(chunk: dict[str, Any], usage_wanted: bool) -> dict[str, Any] | None:
+    """The chunk as the client asked for it: without usage unless it asked."""
+    if usage_wanted or not isinstance(chunk, dict) or "usage" not in chunk:
+        return chunk
+    if not chunk.get("choices"):
+        return None  # the usage-only last chunk
+    return {k: v for k, v in chunk.items() if k != "usage"}
 
 
 @serve.deployment(name="Gateway")
@@ -157,10 +239,11 @@ class Gateway:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = GatewayAppConfig.model_validate(config)
-        self.keys = KeyStore(self.config.auth)
-        if not len(self.keys):
+        self.auth = Authenticator(self.config.auth)
+        if not len(self.auth):
             logger.warning("the gateway has no API keys: every authenticated route answers 401")
-        self._models: dict[str, ModelRoute] = {m.name: m for m in self.config.models}
+        self.limiter = Limiter(self.config.rate_limits, self.config.providers)
+        self.router = Router(self.config, self.limiter)
         self._agent_apps: dict[str, str] = {}  # agent -> application, filled on demand
         app.state.gateway = self
 
@@ -185,6 +268,7 @@ class Gateway:
             probe(f"model:{m.name}",
                   serve.get_deployment_handle(m.deployment, app_name=m.app).models.remote())
             for m in self.config.models
+            if m.app is not None  # external providers do not decide this replica's readiness
         ] + [
             probe(f"agents:{a}", serve.get_app_handle(a).agents.remote())
             for a in self.config.agent_apps
@@ -195,75 +279,126 @@ class Gateway:
 
     # -- LLM routes ------------------------------------------------------------------
 
-    def _model(self, caller: Principal, body: dict[str, Any]) -> ModelRoute:
+    def _model(self, caller: Principal, body: dict[str, Any]) -> str:
         name = body.get("model")
         if not isinstance(name, str):
             raise LLMError("`model` is required", param="model")
-        route = self._models.get(name)
-        if route is None:
+        if name not in self.router:
             raise LLMError(f"the model `{name}` does not exist", status_code=404,
                            type="NotFoundError", param="model")  # fmt: skip
         if not caller.scopes.allows_model(name):
             raise AuthError(403, f"this API key may not use the model `{name}`")
-        return route
+        return name
 
     @app.get("/v1/models")
     async def list_models(self, caller: Caller) -> dict[str, Any]:
         data = [
-            {"id": m.name, "object": "model", "owned_by": "agent-runtime"}
+            {"id": m.name, "object": "model", "owned_by": m.provider or "self-hosted"}
             for m in self.config.models
             if caller.scopes.allows_model(m.name)
         ]
         return {"object": "list", "data": data}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_CHAT_REQUEST)
     async def chat_completions(self, request: Request, caller: Caller) -> Response:
-        return await self._complete(request, caller, "chat", "chat_stream")
+        return await self._complete(request, caller, "chat")
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=_COMPLETION_REQUEST)
     async def completions(self, request: Request, caller: Caller) -> Response:
-        return await self._complete(request, caller, "completions", "completions_stream")
+        return await self._complete(request, caller, "completions")
 
-    async def _complete(self, request: Request, caller: Principal, method: str,
-                        stream_method: str) -> Response:  # fmt: skip
+    async def _complete(self, request: Request, caller: Principal, method: Method) -> Response:
         body = await _json_body(request, self.config.max_body_bytes)
-        route = self._model(caller, body)
-        handle = serve.get_deployment_handle(route.deployment, app_name=route.app)
+        model = self._model(caller, body)
+        self.limiter.acquire(caller.tenant)
         if not body.get("stream"):
             try:
-                reply = await getattr(handle, method).remote(body)
-            except LLMError as err:
-                raise _plain_llm_error(err) from None
-            except Exception as exc:  # no replica, replica died, back-pressure
-                raise _unavailable(route, exc) from None
+                reply = await self.router.call(model, method, body)
+            finally:
+                self.limiter.release(caller.tenant)
+            await self.limiter.charge(caller.tenant, caller.key_id, _tokens(reply))
             return JSONResponse(reply)
-        stream = getattr(handle.options(stream=True), stream_method).remote(body)
-        try:  # the first chunk before the response: a bad request is a 4xx status
-            first = await anext(stream.__aiter__())
+        try:
+            events = await self._open_stream(caller.tenant, caller.key_id, model, method, body)
+        except BaseException:
+            self.limiter.release(caller.tenant)
+            raise
+
+        async def sse() -> AsyncIterator[str]:
+            try:
+                async for chunk in events:
+                    yield "data: [DONE]\n\n" if chunk == "[DONE]" else _sse(chunk)
+            finally:
+                self.limiter.release(caller.tenant)
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    async def _open_stream(self, tenant: str, key_id: str | None, model: str, method: Method,
+                           body: dict[str, Any]) -> AsyncIterator[Any]:  # fmt: skip
+        """The router's stream with its first chunk already received (a bad request or
+        an unavailable model is an error status, not a broken stream); its tokens are
+        charged when it ends. Yields chunks, an error body, or nothing more."""
+        upstream, usage_wanted = _with_usage(body)
+        stream: Any = self.router.stream(model, method, upstream)
+        try:
+            first = await anext(stream)
         except StopAsyncIteration:
             first = None
-        except LLMError as err:
-            raise _plain_llm_error(err) from None
-        except Exception as exc:
-            raise _unavailable(route, exc) from None
 
-        async def events() -> AsyncIterator[str]:
-            done = False
+        async def chunks() -> AsyncIterator[Any]:
+            tokens = 0
             try:
                 if first is not None:
-                    yield _sse(first)
+                    tokens = _tokens(first)
+                    if (visible := _visible(first, usage_wanted)) is not None:
+                        yield visible
                     async for chunk in stream:
-                        yield _sse(chunk)
-                done = True
+                        tokens = _tokens(chunk) or tokens
+                        if (visible := _visible(chunk, usage_wanted)) is not None:
+                            yield visible
             except LLMError as err:
-                done = True
-                yield _sse(_plain_llm_error(err).to_body())
+                yield LLMError(err.message, err.status_code, err.type, err.param).to_body()
             finally:
-                if not done:
-                    stream.cancel()  # the client went away: stop generating
-            yield "data: [DONE]\n\n"
+                await stream.aclose()  # the client went away: the model stops generating
+                await self.limiter.charge(tenant, key_id, tokens)
+            yield "[DONE]"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return chunks()
+
+    # -- the router for the agents (handle calls, tenant from the agent app) ------------
+
+    async def llm(self, tenant: str, method: Method, body: dict[str, Any]) -> dict[str, Any]:
+        """An agent's LLM call, through the same router and the tenant's token limits."""
+        model = self._agent_model(body)
+        await self._admit_tokens(tenant)
+        reply = await self.router.call(model, method, body)
+        await self.limiter.charge(tenant, None, _tokens(reply))
+        return reply
+
+    async def llm_stream(
+        self, tenant: str, method: Method, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        model = self._agent_model(body)
+        await self._admit_tokens(tenant)
+        events = await self._open_stream(tenant, None, model, method, body)
+        async for chunk in events:
+            if chunk != "[DONE]":
+                if isinstance(chunk, dict) and "error" in chunk:
+                    raise LLMError.from_body(chunk)
+                yield chunk
+
+    async def _admit_tokens(self, tenant: str) -> None:
+        try:
+            await self.limiter.admit_tokens(tenant)
+        except RateLimitedError as err:
+            raise LLMError(err.message, status_code=429, type="rate_limit_error") from None
+
+    def _agent_model(self, body: dict[str, Any]) -> str:
+        name = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(name, str) or name not in self.router:
+            raise LLMError(f"the model `{name}` is not routed by this gateway", status_code=404,
+                           type="NotFoundError", param="model")  # fmt: skip
+        return name
 
     # -- agent routes ----------------------------------------------------------------
 
@@ -284,10 +419,13 @@ class Gateway:
 
     async def _agent_call(self, caller: Principal, agent: str, method: str, *args: Any) -> Any:
         handle = await self._agent_handle(caller, agent)
+        self.limiter.acquire(caller.tenant)
         try:
             return await getattr(handle, method).remote(caller.tenant, agent, *args)
         except Exception as exc:
             raise AgentError.from_remote(exc) from None
+        finally:
+            self.limiter.release(caller.tenant)
 
     @app.get("/v1/agents")
     @app.get("/v1/agents/", include_in_schema=False)
@@ -300,7 +438,7 @@ class Gateway:
                 logger.warning("agent app %s did not answer: %s", name, type(exc).__name__)
         return {"agents": [n for n in names if caller.scopes.allows_agent(n)]}
 
-    @app.post("/v1/agents/{agent}/sessions", status_code=201)
+    @app.post("/v1/agents/{agent}/sessions", status_code=201, openapi_extra=_NEW_SESSION)
     async def create_session(self, agent: str, request: Request, caller: Caller) -> SessionInfo:
         body = await _json_body(request, self.config.max_body_bytes) if await _has_body(
             request) else {}  # fmt: skip
@@ -339,7 +477,7 @@ class Gateway:
             raise InvalidInputError("message: a string is required")
         return message
 
-    @app.post("/v1/agents/{agent}/sessions/{session_id}/invoke")
+    @app.post("/v1/agents/{agent}/sessions/{session_id}/invoke", openapi_extra=_AGENT_MESSAGE)
     async def invoke(
         self, agent: str, session_id: str, request: Request, caller: Caller
     ) -> RunResult:
@@ -349,6 +487,7 @@ class Gateway:
 
     @app.post(
         "/v1/agents/{agent}/sessions/{session_id}/stream",
+        openapi_extra=_AGENT_MESSAGE,
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
     )
@@ -357,14 +496,18 @@ class Gateway:
     ) -> StreamingResponse:
         message = await self._message(request)
         handle = await self._agent_handle(caller, agent)
+        self.limiter.acquire(caller.tenant)  # held until the stream ends
         events = handle.options(stream=True).stream.remote(
             caller.tenant, agent, session_id, message
         )
         iterator = events.__aiter__()
         try:  # the start event before the response: a busy or missing session is a 4xx
             first = await anext(iterator)
-        except Exception as exc:
-            raise AgentError.from_remote(exc) from None
+        except BaseException as exc:
+            self.limiter.release(caller.tenant)
+            if isinstance(exc, Exception):
+                raise AgentError.from_remote(exc) from None
+            raise
 
         async def frames() -> AsyncIterator[str]:
             done = False
@@ -374,6 +517,7 @@ class Gateway:
                     yield _agent_sse(event)
                 done = True
             finally:
+                self.limiter.release(caller.tenant)
                 if not done:
                     events.cancel()  # the client went away: the run is cancelled
 

@@ -31,6 +31,9 @@ from runtime.providers.circuit import CircuitBreaker
 logger = logging.getLogger("ray.serve")
 
 
+_PATHS = {"chat": "/chat/completions", "completions": "/completions"}
+
+
 class ProviderUnavailableError(LLMError):
     """The provider cannot answer now (retries exhausted, circuit open, stream broken)."""
 
@@ -88,6 +91,13 @@ class ProviderClient:
         await self._http.aclose()
 
     # -- API -------------------------------------------------------------------------
+
+    async def call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``method``: ``chat`` or ``completions`` (a fallback-chain target)."""
+        return await self._complete(_PATHS[method], body)
+
+    def stream(self, method: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        return self._stream(_PATHS[method], body)
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._complete("/chat/completions", body)

@@ -1,8 +1,9 @@
 """Fallback between targets: the next one answers when one is unavailable.
 
-A target is anything with ``name``, ``chat(body)`` and ``chat_stream(body)`` in the
-OpenAI shape: a :class:`~runtime.providers.client.ProviderClient`, or (with the
-gateway's router) a self-hosted LLM deployment. Only
+A target is anything with ``name``, ``call(method, body)`` and ``stream(method, body)``
+(``method`` is ``chat`` or ``completions``) in the OpenAI shape: a
+:class:`~runtime.providers.client.ProviderClient`, or (in the gateway's router) a
+self-hosted LLM deployment. Only
 :class:`ProviderUnavailableError` moves on to the next target: a request the
 target refused (4xx) would be refused by the next one too. A stream moves on only
 before its first chunk.
@@ -11,17 +12,19 @@ before its first chunk.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from runtime.providers.client import ProviderUnavailableError
+
+Method = Literal["chat", "completions"]
 
 
 class Target(Protocol):
     name: str
 
-    async def chat(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def call(self, method: Method, body: dict[str, Any]) -> dict[str, Any]: ...
 
-    def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+    def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
 
 
 class FallbackChain:
@@ -37,25 +40,31 @@ class FallbackChain:
         if not targets:
             raise ValueError("a fallback chain needs at least one target")
         self.targets = list(targets)
-        #: The target that answered the last call (for metrics and tests).
+        #: The target that answered the last call (for tests; the reply's `model` says it).
         self.last_target: str | None = None
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.call("chat", body)
+
+    def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        return self.stream("chat", body)
+
+    async def call(self, method: Method, body: dict[str, Any]) -> dict[str, Any]:
         failures: list[str] = []
         for target in self.targets:
             try:
-                reply = await target.chat(body)
+                reply = await target.call(method, body)
             except ProviderUnavailableError as err:
                 failures.append(f"{target.name}: {err.message}")
                 continue
             self.last_target = target.name
             return reply
-        raise ProviderUnavailableError("every target is unavailable; " + "; ".join(failures))
+        raise ProviderUnavailableError(_exhausted(failures))
 
-    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         failures: list[str] = []
         for target in self.targets:
-            stream = target.chat_stream(body)
+            stream = target.stream(method, body)
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
@@ -74,4 +83,10 @@ class FallbackChain:
                 if closer is not None:
                     await closer()
             return
-        raise ProviderUnavailableError("every target is unavailable; " + "; ".join(failures))
+        raise ProviderUnavailableError(_exhausted(failures))
+
+
+def _exhausted(failures: list[str]) -> str:
+    if len(failures) == 1:
+        return failures[0]
+    return "every target is unavailable; " + "; ".join(failures)

@@ -1,0 +1,209 @@
+"""Rate limits of the gateway, on the `limits` library (memory or Redis storage).
+
+- Requests per minute (per tenant, per key, per provider): a moving window, exact; a
+  refused request is not counted.
+- LLM tokens per minute (prompt plus completion): a fixed one-minute window. The size
+  of a reply is known only at its end, so tokens are charged then, and a request is
+  refused while the window's tokens are spent (one request may overshoot the limit;
+  the next ones wait for the window to turn).
+- Concurrency per tenant: a counter in this replica (``concurrency`` is per replica).
+
+With Redis (``storage_url_env``) every gateway replica shares the counters. When the
+storage fails, ``fail_open`` decides: let the request through (logged) or answer 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from limits import RateLimitItem, RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
+from runtime import _env
+from runtime.config.gateway import RateLimitConfig
+from runtime.config.providers import ProviderConfig, RateLimit
+
+logger = logging.getLogger("ray.serve")
+
+T = TypeVar("T")
+
+
+class RateLimitedError(Exception):
+    """429: a limit is reached; ``retry_after`` whole seconds until it may pass."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class LimiterUnavailableError(Exception):
+    """503: the rate-limit storage cannot be reached and ``fail_open`` is off."""
+
+
+@dataclass(frozen=True)
+class _Subject:
+    kind: str  # "tenant", "key", "provider"
+    name: str
+    limit: RateLimit
+
+
+def _item(amount: int | None, namespace: str) -> RateLimitItem | None:
+    return RateLimitItemPerMinute(amount, namespace=namespace) if amount else None
+
+
+def storage_for(url: str | None) -> Storage:
+    """Memory storage, or Redis (redis-py's asyncio client) for a ``redis://`` URL."""
+    if url is None:
+        return MemoryStorage()
+    if not url.startswith(("redis://", "rediss://")):
+        raise ValueError("the rate-limit storage URL must start with redis:// or rediss://")
+    return RedisStorage("async+" + url, implementation="redispy", key_prefix="runtime")
+
+
+class Limiter:
+    """The gateway's limits. ``admit`` before a request, ``charge`` after it::
+
+    limiter = Limiter(config.rate_limits, config.providers)
+    await limiter.admit(tenant, key_id)          # raises RateLimitedError
+    async with limiter.concurrent(tenant):
+        ...
+    await limiter.charge(tenant, key_id, tokens=123)
+    """
+
+    def __init__(
+        self,
+        config: RateLimitConfig,
+        providers: list[ProviderConfig] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        url = _env.required(config.storage_url_env) if config.storage_url_env else None
+        self.shared = url is not None
+        self.storage = storage_for(url)
+        self._requests = MovingWindowRateLimiter(self.storage)
+        self._tokens = FixedWindowRateLimiter(self.storage)
+        self._providers = {p.name: p.rate_limit for p in providers or []}
+        self._in_flight: dict[str, int] = {}
+        self._clock = clock
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"Limiter(shared={self.shared})"
+
+    def _subjects(self, tenant: str, key_id: str | None) -> list[_Subject]:
+        subjects = [_Subject("tenant", tenant, self.config.tenant(tenant))]
+        if key_id is not None:
+            subjects.insert(0, _Subject("key", key_id, self.config.key(key_id)))
+        return subjects
+
+    async def _guard(self, call: Callable[[], Awaitable[T]], default: T) -> T:
+        try:
+            return await call()
+        except (RateLimitedError, LimiterUnavailableError):
+            raise
+        except Exception as exc:
+            if not self.config.fail_open:
+                raise LimiterUnavailableError(
+                    f"the rate-limit storage is unreachable ({type(exc).__name__})"
+                ) from None
+            logger.warning("rate-limit storage failed (%s): request let through",
+                           type(exc).__name__)  # fmt: skip
+            return default
+
+    def _retry_after(self, reset_time: float) -> int:
+        return max(1, math.ceil(reset_time - self._clock()))
+
+    async def _check(
+        self, subjects: list[_Subject], what: str, count: bool = True, tokens_too: bool = True
+    ) -> None:
+        """Count one request against each subject (``count``); refuse on the first spent
+        limit (of tokens too, with ``tokens_too``)."""
+        for s in subjects:
+            requests = _item(s.limit.requests_per_minute, "req") if count else None
+            if requests is not None and not await self._requests.hit(requests, s.kind, s.name):
+                stats = await self._requests.get_window_stats(requests, s.kind, s.name)
+                raise RateLimitedError(
+                    f"rate limit of the {s.kind}{what}: {requests.amount} requests per minute",
+                    self._retry_after(stats.reset_time),
+                )
+            tokens = _item(s.limit.tokens_per_minute, "tok") if tokens_too else None
+            if tokens is not None:
+                stats = await self._tokens.get_window_stats(tokens, s.kind, s.name)
+                if stats.remaining <= 0:
+                    raise RateLimitedError(
+                        f"token limit of the {s.kind}{what}: {tokens.amount} LLM tokens per minute",
+                        self._retry_after(stats.reset_time),
+                    )
+
+    async def admit(self, tenant: str, key_id: str, uses_llm: bool = True) -> None:
+        """Count a request of ``key_id`` for ``tenant``; raise when a limit is spent (the
+        token limits only for a request that ``uses_llm``)."""
+        subjects = self._subjects(tenant, key_id)
+        await self._guard(lambda: self._check(subjects, "", tokens_too=uses_llm), None)
+
+    async def admit_tokens(self, tenant: str) -> None:
+        """An agent's own LLM call: refused when the tenant's tokens are spent."""
+        subjects = self._subjects(tenant, None)
+        await self._guard(lambda: self._check(subjects, "", count=False), None)
+
+    async def charge(self, tenant: str, key_id: str | None, tokens: int) -> None:
+        """Charge the tokens of a finished reply."""
+        if tokens <= 0:
+            return
+
+        async def run() -> None:
+            for s in self._subjects(tenant, key_id):
+                item = _item(s.limit.tokens_per_minute, "tok")
+                if item is not None:
+                    await self._tokens.hit(item, s.kind, s.name, cost=tokens)
+
+        await self._guard(run, None)
+
+    async def provider_admit(self, provider: str) -> None:
+        """Raise :class:`RateLimitedError` when the provider's quota is spent."""
+        limit = self._providers.get(provider)
+        if limit is not None:
+            subject = _Subject("provider", provider, limit)
+            await self._guard(lambda: self._check([subject], f" {provider!r}"), None)
+
+    async def provider_charge(self, provider: str, tokens: int) -> None:
+        limit = self._providers.get(provider)
+        item = _item(limit.tokens_per_minute, "tok") if limit else None
+        if item is not None and tokens > 0:
+
+            async def run() -> None:
+                await self._tokens.hit(item, "provider", provider, cost=tokens)
+
+            await self._guard(run, None)
+
+    def acquire(self, tenant: str) -> None:
+        """Take one of the tenant's concurrent slots (this replica); ``release`` it."""
+        limit = self.config.tenant(tenant).concurrency
+        current = self._in_flight.get(tenant, 0)
+        if limit is not None and current >= limit:
+            raise RateLimitedError(
+                f"concurrency limit of the tenant: {limit} requests in flight", 1
+            )
+        self._in_flight[tenant] = current + 1
+
+    def release(self, tenant: str) -> None:
+        left = self._in_flight.get(tenant, 0) - 1
+        if left > 0:
+            self._in_flight[tenant] = left
+        else:
+            self._in_flight.pop(tenant, None)
+
+    @contextlib.asynccontextmanager
+    async def concurrent(self, tenant: str) -> AsyncIterator[None]:
+        self.acquire(tenant)
+        try:
+            yield
+        finally:
+            self.release(tenant)

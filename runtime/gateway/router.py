@@ -1,0 +1,217 @@
+"""The LLM router: a model name -> a self-hosted deployment or an external provider,
+with the model's fallbacks behind it.
+
+A self-hosted model is *unavailable* (so its fallback answers) when its deployment has
+no running replica (cold, scaled to zero, or down; refreshed every
+``ready_refresh_s``), when Serve refuses the call for back-pressure (saturated: the
+deployment's ``max_queued_requests`` is reached), when the call cannot reach a replica,
+or when the engine itself answers 503. An external model is unavailable when the
+provider's retries are exhausted, its circuit is open, or its ``rate_limit`` is spent.
+A request the model refused (4xx) is not retried elsewhere. Streams fall back only
+before their first chunk.
+
+Each target answers with ``model`` set to its own name, so a reply says which model
+answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+
+from runtime.config.gateway import GatewayAppConfig, ModelRoute
+from runtime.gateway.ratelimit import Limiter, RateLimitedError
+from runtime.llm.errors import LLMError
+from runtime.providers.client import ProviderClient, ProviderUnavailableError
+from runtime.providers.fallback import FallbackChain, Method
+
+logger = logging.getLogger("ray.serve")
+
+
+def _tokens(reply: dict[str, Any] | None) -> int:
+    usage = (reply or {}).get("usage") or {}
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        return total
+    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+
+
+class ReadyReplicas:
+    """Which self-hosted deployments have a running replica, from ``serve.status()``."""
+
+    def __init__(self, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self._running: dict[tuple[str, str], int] | None = None  # None: not known yet
+        self._checked = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
+
+    def _read(self) -> dict[tuple[str, str], int]:
+        running: dict[tuple[str, str], int] = {}
+        for app_name, app in serve.status().applications.items():
+            for name, dep in app.deployments.items():
+                running[(app_name, name)] = int(dep.replica_states.get("RUNNING", 0))
+        return running
+
+    async def _refresh(self) -> None:
+        try:
+            self._running = await asyncio.to_thread(self._read)
+        except Exception as exc:  # keep the last known state
+            logger.warning("could not read Serve's status: %s", type(exc).__name__)
+        finally:
+            self._checked = time.monotonic()
+
+    async def running(self, app: str, deployment: str) -> bool:
+        stale = time.monotonic() - self._checked > self.refresh_s
+        if stale and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.create_task(self._refresh())
+        if self._running is None and self._refreshing is not None:
+            await asyncio.shield(self._refreshing)
+        if self._running is None:
+            return True  # unknown: let the call find out
+        return self._running.get((app, deployment), 0) > 0
+
+
+class SelfHosted:
+    """An LLM deployment of this cluster, called by handle."""
+
+    def __init__(self, route: ModelRoute, ready: ReadyReplicas | None) -> None:
+        """``ready``: check for a running replica first (only where a fallback follows;
+        the last model of a chain waits, so that a scaled-to-zero one can start)."""
+        assert route.app is not None
+        self.name = route.name
+        self.route = route
+        self.app: str = route.app
+        self._ready = ready
+        self._handle: Any = None
+
+    def _get_handle(self) -> Any:
+        if self._handle is None:
+            self._handle = serve.get_deployment_handle(self.route.deployment, app_name=self.app)
+        return self._handle
+
+    def _unavailable(self, why: str) -> ProviderUnavailableError:
+        return ProviderUnavailableError(f"the model `{self.name}` is unavailable now ({why})")
+
+    async def _check_ready(self) -> None:
+        if self._ready is not None and not await self._ready.running(
+            self.app, self.route.deployment
+        ):
+            raise self._unavailable("no running replica")
+
+    def _mapped(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, LLMError):
+            if exc.status_code == 503:
+                return self._unavailable(exc.message)
+            return LLMError(exc.message, exc.status_code, exc.type, exc.param)
+        if isinstance(exc, BackPressureError):
+            return self._unavailable("saturated: its request queue is full")
+        return self._unavailable(f"unreachable: {type(exc).__name__}")
+
+    async def call(self, method: Method, body: dict[str, Any]) -> dict[str, Any]:
+        await self._check_ready()
+        try:
+            reply: dict[str, Any] = await getattr(self._get_handle(), method).remote(
+                {**body, "model": self.name}
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise self._mapped(exc) from None
+        return reply
+
+    async def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        await self._check_ready()
+        handle = self._get_handle().options(stream=True)
+        response = getattr(handle, f"{method}_stream").remote({**body, "model": self.name})
+        done = False
+        try:
+            async for chunk in response:
+                yield chunk
+            done = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            done = True
+            raise self._mapped(exc) from None
+        finally:
+            if not done:
+                response.cancel()  # the caller went away: stop generating
+
+
+class External:
+    """A model of an external provider, under the provider's rate limit."""
+
+    def __init__(self, route: ModelRoute, client: ProviderClient, limiter: Limiter) -> None:
+        self.name = route.name
+        self.client = client
+        self._limiter = limiter
+
+    async def _admit(self) -> None:
+        try:
+            await self._limiter.provider_admit(self.client.name)
+        except RateLimitedError as err:
+            raise ProviderUnavailableError(
+                f"the model `{self.name}` is unavailable now ({err.message})"
+            ) from None
+
+    async def call(self, method: Method, body: dict[str, Any]) -> dict[str, Any]:
+        await self._admit()
+        reply = await self.client.call(method, {**body, "model": self.name})
+        await self._limiter.provider_charge(self.client.name, _tokens(reply))
+        return reply
+
+    async def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        await self._admit()
+        tokens = 0
+        try:
+            async for chunk in self.client.stream(method, {**body, "model": self.name}):
+                tokens = _tokens(chunk) or tokens
+                yield chunk
+        finally:
+            await self._limiter.provider_charge(self.client.name, tokens)
+
+
+class Router:
+    """Routes by model name. Example::
+
+    router = Router(config, limiter)
+    reply = await router.call("smollm2-135m-instruct", "chat", body)
+    async for chunk in router.stream("gpt-4o-mini", "chat", body): ...
+    """
+
+    def __init__(self, config: GatewayAppConfig, limiter: Limiter) -> None:
+        self.routes = {m.name: m for m in config.models}
+        self.ready = ReadyReplicas(config.ready_refresh_s)
+        self.clients = {p.name: ProviderClient(p) for p in config.providers}
+
+        def target(name: str, last: bool) -> SelfHosted | External:
+            m = self.routes[name]
+            if m.provider is not None:
+                return External(m, self.clients[m.provider], limiter)
+            return SelfHosted(m, None if last else self.ready)
+
+        self.chains: dict[str, FallbackChain] = {}
+        for m in config.models:
+            names = [m.name, *m.fallback]
+            self.chains[m.name] = FallbackChain(
+                [target(n, i == len(names) - 1) for i, n in enumerate(names)]
+            )
+
+    def __contains__(self, model: str) -> bool:
+        return model in self.chains
+
+    async def call(self, model: str, method: Method, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.chains[model].call(method, body)
+
+    def stream(self, model: str, method: Method, body: dict[str, Any]) -> AsyncIterator[Any]:
+        return self.chains[model].stream(method, body)
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()

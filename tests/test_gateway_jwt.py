@@ -1,0 +1,169 @@
+"""JWT bearer tokens (``runtime.gateway.auth.JwtVerifier``): real RS256/ES256 keys made
+here, the issuer's JWKS from a file and from an HTTP server on loopback. Through the
+running gateway: tests/test_gateway_routing.py."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from runtime.config.gateway import AuthConfig, JwtConfig
+from runtime.gateway.auth import Authenticator, AuthError, JwtVerifier, key_hash, new_key
+
+ISSUER = "https://idp.example.test/"
+AUDIENCE = "agent-runtime"
+
+
+class Issuer:
+    """An identity provider: signing keys and their JWKS."""
+
+    def __init__(self) -> None:
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+
+    def jwks(self) -> dict[str, Any]:
+        keys = []
+        for kid, key, alg in (("r1", self.rsa, "RS256"), ("e1", self.ec, "ES256")):
+            jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key.public_key()))
+            keys.append({**jwk, "kid": kid, "alg": alg, "use": "sig"})
+        return {"keys": keys}
+
+    def token(self, kid: str = "r1", key: Any = None, alg: str | None = None,
+              **claims: Any) -> str:  # fmt: skip
+        now = int(time.time())
+        payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "tenant": "acme",
+                   "iat": now, "exp": now + 300, **claims}  # fmt: skip
+        payload = {k: v for k, v in payload.items() if v is not None}
+        signing = key or (self.rsa if kid == "r1" else self.ec)
+        algorithm = alg or ("RS256" if kid == "r1" else "ES256")
+        return jwt.encode(payload, signing, algorithm=algorithm, headers={"kid": kid})
+
+
+ISSUER_KEYS = Issuer()
+
+
+def write_jwks(path: Path) -> Path:
+    path.write_text(json.dumps(ISSUER_KEYS.jwks()))
+    return path
+
+
+@pytest.fixture
+def verifier(tmp_path: Path) -> JwtVerifier:
+    config = JwtConfig(issuer=ISSUER, audience=AUDIENCE,
+                       jwks_file=str(write_jwks(tmp_path / "jwks.json")))  # fmt: skip
+    return JwtVerifier(config)
+
+
+def _verify(verifier: JwtVerifier, token: str) -> Any:
+    return asyncio.run(verifier.verify(token))
+
+
+def test_valid_tokens_give_tenant_subject_and_scopes(verifier: JwtVerifier) -> None:
+    principal = _verify(verifier, ISSUER_KEYS.token())
+    assert (principal.tenant, principal.key_id) == ("acme", "jwt:user-1")
+    assert principal.scopes.allows_model("anything") and not principal.scopes.admin
+    scoped = _verify(verifier, ISSUER_KEYS.token("e1", scope="model:tiny agent:* admin"))
+    assert scoped.scopes.allows_model("tiny") and not scoped.scopes.allows_model("big")
+    assert scoped.scopes.allows_agent("any") and scoped.scopes.admin
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: ISSUER_KEYS.token(exp=int(time.time()) - 120), "expired"),
+        (lambda: ISSUER_KEYS.token(aud="someone-else"), "wrong audience"),
+        (lambda: ISSUER_KEYS.token(iss="https://evil.test/"), "wrong issuer"),
+        (lambda: ISSUER_KEYS.token(tenant=None), "`tenant` claim is missing"),
+        (lambda: ISSUER_KEYS.token(sub=None), "`sub` claim is missing"),
+        (lambda: ISSUER_KEYS.token(exp=None), "`exp` claim is missing"),
+        # Forged: signed by another key under a known key id.
+        (lambda: ISSUER_KEYS.token(key=rsa.generate_private_key(public_exponent=65537,
+                                                                key_size=2048)), "bad signature"),
+        (lambda: ISSUER_KEYS.token(kid="nope"), "unknown key"),
+        # Algorithm confusion: HS256 keyed with the public key's bytes.
+        (lambda: jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "tenant": "t",
+                             "exp": int(time.time()) + 60}, "a-shared-secret-of-32-bytes-min!",
+                            algorithm="HS256", headers={"kid": "r1"}), "bad signature"),
+        (lambda: "a.b.c", "malformed"),
+    ],
+)  # fmt: skip
+def test_bad_tokens_are_401(verifier: JwtVerifier, make: Any, reason: str) -> None:
+    token = make()
+    with pytest.raises(AuthError) as err:
+        _verify(verifier, token)
+    assert err.value.status == 401 and reason in err.value.message
+    assert token not in err.value.message
+
+
+def test_jwks_url_is_fetched_and_refetched_on_rotation(tmp_path: Path) -> None:
+    served: dict[str, Any] = {"jwks": {"keys": []}, "hits": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served["hits"] += 1
+            data = json.dumps(served["jwks"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+        verifier = JwtVerifier(JwtConfig(issuer=ISSUER, audience=AUDIENCE, jwks_url=url))
+        verifier.REFETCH_MIN_S = 0.0  # rotation without waiting 30 s
+        with pytest.raises(AuthError, match="unknown key"):
+            _verify(verifier, ISSUER_KEYS.token())
+        served["jwks"] = ISSUER_KEYS.jwks()  # the issuer publishes its key
+        assert _verify(verifier, ISSUER_KEYS.token()).tenant == "acme"
+        hits = served["hits"]
+        _verify(verifier, ISSUER_KEYS.token("e1"))  # cached: no fetch
+        assert served["hits"] == hits
+    finally:
+        server.shutdown()
+
+
+def test_authenticator_takes_keys_and_tokens(tmp_path: Path) -> None:
+    key = new_key()
+    config = AuthConfig.model_validate({
+        "keys": [{"id": "k", "tenant": "keyed", "sha256": key_hash(key)}],
+        "jwt": {"issuer": ISSUER, "audience": AUDIENCE,
+                "jwks_file": str(write_jwks(tmp_path / "jwks.json"))},
+    })  # fmt: skip
+    auth = Authenticator(config)
+
+    async def main() -> tuple[str, str]:
+        by_key = await auth.authenticate(f"Bearer {key}")
+        by_token = await auth.authenticate(f"Bearer {ISSUER_KEYS.token()}")
+        return by_key.tenant, by_token.tenant
+
+    assert asyncio.run(main()) == ("keyed", "acme")
+    with pytest.raises(AuthError, match="invalid API key"):
+        asyncio.run(auth.authenticate("Bearer rt-wrong"))
+
+
+def test_jwt_config_is_strict() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        JwtConfig(issuer=ISSUER, audience=AUDIENCE)
+    with pytest.raises(ValueError, match=r"HS256|literal"):
+        JwtConfig.model_validate({"issuer": ISSUER, "audience": AUDIENCE,
+                                  "jwks_file": "/x", "algorithms": ["HS256"]})  # fmt: skip
+
+
+def test_a_token_signed_with_another_key_type_under_a_known_kid(verifier: JwtVerifier) -> None:
+    forged = ISSUER_KEYS.token(key=ISSUER_KEYS.ec, kid="r1", alg="ES256")  # r1 is RSA
+    with pytest.raises(AuthError, match="bad signature or algorithm"):
+        _verify(verifier, forged)

@@ -1,0 +1,155 @@
+"""Rate limits of the gateway (``runtime.gateway.ratelimit``) in memory, and shared
+through a real Redis started here on loopback (two limiters stand for two gateway
+replicas; the cluster test with two real replicas is in test_gateway_routing.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from runtime.config.gateway import GatewayAppConfig, RateLimitConfig
+from runtime.gateway.ratelimit import Limiter, LimiterUnavailableError, RateLimitedError
+from tests.conftest import free_port
+
+
+def _limits(**data: Any) -> RateLimitConfig:
+    return RateLimitConfig.model_validate(data)
+
+
+def test_requests_per_minute_per_key_and_tenant() -> None:
+    limiter = Limiter(_limits(per_key={"requests_per_minute": 2},
+                              per_tenant={"requests_per_minute": 3}))  # fmt: skip
+
+    async def main() -> None:
+        await limiter.admit("t", "k1")
+        await limiter.admit("t", "k1")
+        with pytest.raises(RateLimitedError, match="key: 2 requests per minute") as err:
+            await limiter.admit("t", "k1")
+        assert 1 <= err.value.retry_after <= 60
+        await limiter.admit("t", "k2")  # another key of the tenant: the tenant's third
+        with pytest.raises(RateLimitedError, match="tenant: 3 requests per minute"):
+            await limiter.admit("t", "k3")
+        await limiter.admit("other", "k4")  # other tenants are not affected
+
+    asyncio.run(main())
+
+
+def test_tokens_are_charged_after_and_refuse_when_spent() -> None:
+    limiter = Limiter(_limits(per_tenant={"tokens_per_minute": 100}))
+
+    async def main() -> None:
+        await limiter.admit("t", "k")
+        await limiter.charge("t", "k", 60)
+        await limiter.admit("t", "k")  # 40 left: admitted
+        await limiter.charge("t", "k", 60)  # one reply may overshoot
+        with pytest.raises(RateLimitedError, match="100 LLM tokens per minute") as err:
+            await limiter.admit("t", "k")
+        assert 1 <= err.value.retry_after <= 60
+        with pytest.raises(RateLimitedError):
+            await limiter.admit_tokens("t")  # an agent's LLM call too
+        await limiter.admit("t", "k", uses_llm=False)  # a request without LLM calls passes
+        await limiter.admit("u", "k")
+
+    asyncio.run(main())
+
+
+def test_overrides_per_tenant_and_key() -> None:
+    limiter = Limiter(_limits(
+        per_tenant={"requests_per_minute": 100},
+        tenants={"small": {"requests_per_minute": 1}},
+        keys={"tiny-key": {"requests_per_minute": 1}},
+    ))  # fmt: skip
+
+    async def main() -> None:
+        await limiter.admit("small", "a")
+        with pytest.raises(RateLimitedError, match="tenant"):
+            await limiter.admit("small", "b")
+        await limiter.admit("big", "tiny-key")
+        with pytest.raises(RateLimitedError, match="key"):
+            await limiter.admit("big", "tiny-key")
+
+    asyncio.run(main())
+
+
+def test_concurrency_per_tenant() -> None:
+    limiter = Limiter(_limits(per_tenant={"concurrency": 2}))
+    limiter.acquire("t")
+    limiter.acquire("t")
+    with pytest.raises(RateLimitedError, match="2 requests in flight"):
+        limiter.acquire("t")
+    limiter.acquire("u")
+    limiter.release("t")
+    limiter.acquire("t")  # a slot came back
+    for tenant in ("t", "t", "u"):
+        limiter.release(tenant)
+    assert limiter._in_flight == {}
+
+
+def test_providers_quota() -> None:
+    config = GatewayAppConfig.model_validate({"providers": [
+        {"name": "p", "base_url": "http://127.0.0.1:1/v1",
+         "rate_limit": {"requests_per_minute": 1}},
+    ]})  # fmt: skip
+    limiter = Limiter(config.rate_limits, config.providers)
+
+    async def main() -> None:
+        await limiter.provider_admit("p")
+        with pytest.raises(RateLimitedError, match="provider 'p'"):
+            await limiter.provider_admit("p")
+        await limiter.provider_admit("unlimited")
+
+    asyncio.run(main())
+
+
+def test_unreachable_storage_fails_open_or_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNTIME_TEST_REDIS", f"redis://127.0.0.1:{free_port()}/0")
+    limits = {"storage_url_env": "RUNTIME_TEST_REDIS", "per_tenant": {"requests_per_minute": 1}}
+    open_ = Limiter(_limits(**limits))
+    closed = Limiter(_limits(**limits, fail_open=False))
+    assert "redis" not in repr(open_)  # the URL may carry a password
+
+    async def main() -> None:
+        await open_.admit("t", "k")
+        await open_.admit("t", "k")  # not counted, let through
+        with pytest.raises(LimiterUnavailableError, match="unreachable"):
+            await closed.admit("t", "k")
+
+    asyncio.run(main())
+
+
+def test_storage_url_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNTIME_TEST_REDIS", "memcached://127.0.0.1:1")
+    with pytest.raises(ValueError, match="redis://"):
+        Limiter(_limits(storage_url_env="RUNTIME_TEST_REDIS"))
+    monkeypatch.delenv("RUNTIME_TEST_REDIS")
+    with pytest.raises(Exception, match="RUNTIME_TEST_REDIS"):
+        Limiter(_limits(storage_url_env="RUNTIME_TEST_REDIS"))
+
+
+def test_redis_shares_the_limits(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNTIME_TEST_REDIS", redis_url)
+    shared = {"requests_per_minute": 5, "tokens_per_minute": 50}
+    limits = _limits(storage_url_env="RUNTIME_TEST_REDIS", tenants={"shared": shared})
+    one, two = Limiter(limits), Limiter(limits)  # two gateway replicas
+
+    async def main() -> list[bool]:
+        admitted = []
+        for i in range(8):
+            try:
+                await (one if i % 2 else two).admit("shared", f"k{i}")
+                admitted.append(True)
+            except RateLimitedError:
+                admitted.append(False)
+        await one.charge("other-shared", "k", 10)
+        await two.charge("shared", "k", 50)
+        with pytest.raises(RateLimitedError, match="token"):
+            await one.admit_tokens("shared")
+        return admitted
+
+    assert asyncio.run(main()) == [True] * 5 + [False] * 3
+    import redis
+
+    keys = redis.Redis.from_url(redis_url).keys("runtime*")
+    assert keys and any(b"shared" in k for k in keys)
