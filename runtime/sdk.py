@@ -27,7 +27,7 @@ import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
 
-from runtime import _env
+from runtime import _env, _sse
 from runtime.agents.errors import AgentError, AgentUnavailableError
 from runtime.agents.protocol import (
     DEFAULT_TENANT,
@@ -223,7 +223,7 @@ class HttpTransport:
                 if response.status_code >= 400:
                     raise _http_error(response.status_code, await response.aread())
                 data: list[str] = []
-                async for line in response.aiter_lines():
+                async for line in _sse.lines(response.aiter_text()):
                     if line.startswith("data:"):
                         data.append(line[5:].strip())
                     elif not line and data:

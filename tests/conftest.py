@@ -73,7 +73,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def tiny_app(route_prefix: str = "/tiny") -> dict[str, Any]:
+def tiny_app(route_prefix: str | None = "/tiny") -> dict[str, Any]:
     return {
         "name": "tiny",
         "route_prefix": route_prefix,
@@ -162,6 +162,20 @@ def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
     pg_store = {"kind": "postgres", "dsn_env": PG_DSN_ENV}
     pg_agents = [scripted_agent("scripted"), scripted_agent("scripted-queue", busy="queue")]
     return [
+        {
+            # Serve's back-pressure: one request at a time, one waiting; more are refused.
+            "name": "narrow",
+            "route_prefix": None,
+            "import_path": "runtime.apps:build_agent_app",
+            "args": {
+                "agents": [scripted_agent("scripted-narrow")],
+                "sessions": {**SESSIONS, "store": {"kind": "sqlite",
+                                                   "path": str(tmp / "narrow.sqlite")}},
+            },
+            "deployments": [{"name": "AgentServer", "num_replicas": 1,
+                             "max_ongoing_requests": 1, "max_queued_requests": 1,
+                             "ray_actor_options": ON_CPU_WORKER}],
+        },
         {
             "name": "one",
             "route_prefix": "/v1/one-agents",
@@ -267,6 +281,7 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
     gateway["args"]["models"].append({"name": TINY_MODEL, "app": "tiny"})
     gateway["args"]["auth"]["keys"] = GATEWAY_KEYS
     gateway["args"]["rate_limits"] = GATEWAY_LIMITS
+    gateway["args"]["agent_apps"].append("narrow")
     deploy_config(config, source="local.yaml + test apps", timeout_s=900)
     smol = next(a for a in local["applications"] if a["name"] == "llm")
     return Stack(

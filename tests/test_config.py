@@ -133,3 +133,38 @@ def test_missing_and_unparsable_files(tmp_path: Path) -> None:
     broken.write_text("applications: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_serve_config(broken)
+
+
+def _local() -> dict:
+    return yaml.safe_load((SERVE_CONFIGS / "local.yaml").read_text())
+
+
+def _app(config: dict, name: str) -> dict:
+    return next(a for a in config["applications"] if a["name"] == name)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda c: _app(c, "gateway")["args"]["models"][0].update(app="lm"),
+         "model 'smollm2-135m-instruct': no application named 'lm'"),
+        (lambda c: _app(c, "gateway")["args"].update(agent_apps=["llm"]),
+         "agent_apps: application 'llm' is not built by runtime.apps:build_agent_app"),
+        (lambda c: _app(c, "agents")["args"]["agents"][0]["llm"].update(gateway="gatway"),
+         "agent 'assistant': no application named 'gatway'"),
+        (lambda c: _app(c, "agents")["args"]["agents"][1]["llm"].update(model="gpt-9"),
+         "agent 'planner': the gateway 'gateway' has no model 'gpt-9'"),
+        (lambda c: _app(c, "gateway")["args"]["models"].append(
+            {"name": "x", "provider": "nobody"}), "no provider named 'nobody'"),
+        (lambda c: _app(c, "gateway")["args"]["models"][0].update(fallback=["nothing"]),
+         "fallback 'nothing' is not a model"),
+        (lambda c: _app(c, "gateway")["args"]["models"][0].update(provider="p"),
+         "set `app` or `provider`, not both"),
+    ],
+)  # fmt: skip
+def test_references_between_applications_are_checked(edit: object, expected: str) -> None:
+    config = _local()
+    edit(config)  # type: ignore[operator]
+    with pytest.raises(ConfigError) as err:
+        check_serve_config(config, "local.yaml")
+    assert expected in str(err.value)

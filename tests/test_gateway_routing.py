@@ -36,6 +36,7 @@ from tests.conftest import (
     TINY_MODEL,
     Stack,
     free_port,
+    tiny_app,
 )
 from tests.test_gateway_jwt import AUDIENCE, ISSUER, ISSUER_KEYS, write_jwks
 
@@ -58,7 +59,7 @@ def _gw2(proxy_port: int, redis_url: str, jwks: Path) -> dict[str, Any]:
                 {"name": TINY_MODEL, "app": "tiny", "fallback": ["external-tiny"]},
                 {"name": "external-tiny", "provider": "upstream", "fallback": [TINY_MODEL]},
                 {"name": "external-only", "provider": "upstream"},
-                {"name": "cold-model", "app": "no-such-app", "fallback": ["external-tiny"]},
+                {"name": "cold-model", "app": "cold", "fallback": ["external-tiny"]},
                 {"name": "ext-down", "provider": "down", "fallback": [TINY_MODEL]},
                 {"name": "ext-down-only", "provider": "down"},
                 {"name": "ext-quota", "provider": "quota", "fallback": [TINY_MODEL]},
@@ -95,6 +96,16 @@ def _gw2(proxy_port: int, redis_url: str, jwks: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _cold() -> dict[str, Any]:
+    """The tiny model scaled to zero: no replica until something wakes it."""
+    app = tiny_app(route_prefix=None)
+    app["name"] = "cold"
+    app["args"]["model"]["served_name"] = "cold-model"
+    app["deployments"] = [{"name": "LLMServer", "autoscaling_config": {
+        "min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}}]  # fmt: skip
+    return app
+
+
 @pytest.fixture(scope="module")
 def gw2(stack: Stack, proxy: Any, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Adds the second gateway to the running stack (the other apps stay as they are)."""
@@ -102,7 +113,7 @@ def gw2(stack: Stack, proxy: Any, redis_url: str, tmp_path_factory: pytest.TempP
 
     jwks = write_jwks(tmp_path_factory.mktemp("jwks") / "jwks.json")
     config = copy.deepcopy(stack.config)
-    config["applications"].append(_gw2(proxy.port, redis_url, jwks))
+    config["applications"] += [_gw2(proxy.port, redis_url, jwks), _cold()]
     deploy_config(config, source="test stack + gw2", timeout_s=300)
     return f"{stack.url}/gw2"
 
@@ -159,10 +170,14 @@ def test_provider_retries_then_falls_back_to_self_hosted(gw2: str, faults: Any) 
 
 
 def test_self_hosted_without_replica_falls_back_to_external(gw2: str, faults: Any) -> None:
+    from ray import serve
+
     client = _client(gw2)
     assert _chat(client, "cold-model").model == "external-tiny"
     streamed = list(_chat(client, "cold-model", stream=True))
     assert streamed and streamed[0].model == "external-tiny"
+    cold = serve.status().applications["cold"].deployments["LLMServer"]
+    assert cold.replica_states.get("RUNNING", 0) == 0  # scaled to zero all along
 
 
 def test_circuit_opens_and_the_fallback_answers(gw2: str) -> None:
@@ -265,6 +280,30 @@ def test_agents_llm_calls_count_against_the_tenants_tokens(stack: Stack) -> None
     # The agent's first call was charged to the tenant: its own calls are refused now.
     with pytest.raises(openai.RateLimitError, match="token limit of the tenant"):
         _chat(_client(stack.url, KEY_FEW_TOKENS), TINY_MODEL)
+
+
+def test_serve_back_pressure_is_a_clear_503(stack: Stack) -> None:
+    """`narrow` takes one request and queues one (max_queued_requests): the rest are
+    refused by Serve at once, and the gateway says so."""
+    agent = runtime.connect(stack.url, api_key=API_KEY).agent("scripted-narrow")
+    sessions = [agent.session() for _ in range(5)]
+    outcomes: list[Any] = []
+
+    def turn(session: Any) -> None:
+        try:
+            outcomes.append(session.invoke("half a second").answer)
+        except runtime.AgentError as err:
+            outcomes.append(err)
+
+    threads = [threading.Thread(target=turn, args=(s,)) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    answered = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, runtime.AgentUnavailableError)]
+    assert len(answered) + len(refused) == 5 and answered and refused, outcomes
+    assert all("saturated" in r.message for r in refused)
 
 
 # -- JWT -------------------------------------------------------------------------------

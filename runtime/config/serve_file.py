@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from runtime.config.agents import AgentAppConfig
+from runtime.config.agents import AgentAppConfig, ServeLLM
 from runtime.config.errors import ConfigError, unknown_keys, validation_problems
 from runtime.config.gateway import GatewayAppConfig
 from runtime.config.llm import LLMAppConfig
@@ -43,6 +43,7 @@ def check_serve_config(data: Any, source: str = "<serve config>") -> Any:
         schema = ServeDeploySchema.model_validate(data)
     except ValidationError as err:
         problems += validation_problems(err, ServeDeploySchema)
+    checked: dict[str, BaseModel] = {}
     for i, app in enumerate(data.get("applications") or []):
         if not isinstance(app, dict):
             continue
@@ -51,12 +52,14 @@ def check_serve_config(data: Any, source: str = "<serve config>") -> Any:
             continue
         name = app.get("name", i)
         try:
-            model.model_validate(app.get("args") or {})
+            checked[str(name)] = model.model_validate(app.get("args") or {})
         except ValidationError as err:
             problems += [
                 f"{p} (application '{name}')"
                 for p in validation_problems(err, model, ("applications", i, "args"))
             ]
+    if not problems:
+        problems += _references(checked)
     if problems:
         raise ConfigError(source, problems)
     return schema
@@ -80,3 +83,45 @@ def validate_args(model: type[BaseModel], args: dict[str, Any], source: str) -> 
         return model.model_validate(args)
     except ValidationError as err:
         raise ConfigError(source, validation_problems(err, model, ("args",))) from None
+
+
+def _references(apps: dict[str, BaseModel]) -> list[str]:
+    """Names one application gives another: they must exist and be of the right kind."""
+    problems: list[str] = []
+
+    def expect(app: str, kind: type[BaseModel], where: str) -> BaseModel | None:
+        target = apps.get(app)
+        if target is None:
+            problems.append(f"{where}: no application named '{app}' in this file")
+        elif not isinstance(target, kind):
+            problems.append(f"{where}: application '{app}' is not built by "
+                            f"{_builder(kind)}")  # fmt: skip
+        return target
+
+    for name, config in apps.items():
+        if isinstance(config, GatewayAppConfig):
+            for m in config.models:
+                if m.app is not None:
+                    expect(m.app, LLMAppConfig, f"application '{name}': model '{m.name}'")
+            for agent_app in config.agent_apps:
+                expect(agent_app, AgentAppConfig, f"application '{name}': agent_apps")
+        elif isinstance(config, AgentAppConfig):
+            for agent in config.agents:
+                llm = agent.llm
+                where = f"application '{name}': agent '{agent.name}'"
+                if not isinstance(llm, ServeLLM):
+                    continue
+                if llm.gateway is None:
+                    expect(llm.app, LLMAppConfig, where)
+                    continue
+                gateway = expect(llm.gateway, GatewayAppConfig, where)
+                if isinstance(gateway, GatewayAppConfig) and llm.model not in {
+                    m.name for m in gateway.models
+                }:
+                    problems.append(f"{where}: the gateway '{llm.gateway}' has no model "
+                                    f"'{llm.model}'")  # fmt: skip
+    return problems
+
+
+def _builder(kind: type[BaseModel]) -> str:
+    return next(path for path, model in APP_ARGS_MODELS.items() if model is kind)

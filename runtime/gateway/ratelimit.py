@@ -38,10 +38,11 @@ T = TypeVar("T")
 class RateLimitedError(Exception):
     """429: a limit is reached; ``retry_after`` whole seconds until it may pass."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, limit: str = "requests") -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.limit = limit  # requests, tokens, concurrency (a metrics label)
 
 
 class LimiterUnavailableError(Exception):
@@ -189,7 +190,7 @@ class Limiter:
         current = self._in_flight.get(tenant, 0)
         if limit is not None and current >= limit:
             raise RateLimitedError(
-                f"concurrency limit of the tenant: {limit} requests in flight", 1
+                f"concurrency limit of the tenant: {limit} requests in flight", 1, "concurrency"
             )
         self._in_flight[tenant] = current + 1
 

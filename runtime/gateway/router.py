@@ -34,6 +34,26 @@ from runtime.providers.fallback import FallbackChain, Method
 logger = logging.getLogger("ray.serve")
 
 
+class Handles:
+    """Deployment and application handles, made once per replica (not per request:
+    an application handle asks the controller for the app's ingress)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str | None], Any] = {}
+
+    def deployment(self, app: str, deployment: str) -> Any:
+        key = (app, deployment)
+        if key not in self._by_key:
+            self._by_key[key] = serve.get_deployment_handle(deployment, app_name=app)
+        return self._by_key[key]
+
+    def app(self, app: str) -> Any:
+        key = (app, None)
+        if key not in self._by_key:
+            self._by_key[key] = serve.get_app_handle(app)
+        return self._by_key[key]
+
+
 def _tokens(reply: dict[str, Any] | None) -> int:
     usage = (reply or {}).get("usage") or {}
     total = usage.get("total_tokens")
@@ -80,7 +100,7 @@ class ReadyReplicas:
 class SelfHosted:
     """An LLM deployment of this cluster, called by handle."""
 
-    def __init__(self, route: ModelRoute, ready: ReadyReplicas | None) -> None:
+    def __init__(self, route: ModelRoute, ready: ReadyReplicas | None, handles: Handles) -> None:
         """``ready``: check for a running replica first (only where a fallback follows;
         the last model of a chain waits, so that a scaled-to-zero one can start)."""
         assert route.app is not None
@@ -88,12 +108,10 @@ class SelfHosted:
         self.route = route
         self.app: str = route.app
         self._ready = ready
-        self._handle: Any = None
+        self._handles = handles
 
     def _get_handle(self) -> Any:
-        if self._handle is None:
-            self._handle = serve.get_deployment_handle(self.route.deployment, app_name=self.app)
-        return self._handle
+        return self._handles.deployment(self.app, self.route.deployment)
 
     def _unavailable(self, why: str) -> ProviderUnavailableError:
         return ProviderUnavailableError(f"the model `{self.name}` is unavailable now ({why})")
@@ -180,12 +198,12 @@ class External:
 class Router:
     """Routes by model name. Example::
 
-    router = Router(config, limiter)
+    router = Router(config, limiter, Handles())
     reply = await router.call("smollm2-135m-instruct", "chat", body)
     async for chunk in router.stream("gpt-4o-mini", "chat", body): ...
     """
 
-    def __init__(self, config: GatewayAppConfig, limiter: Limiter) -> None:
+    def __init__(self, config: GatewayAppConfig, limiter: Limiter, handles: Handles) -> None:
         self.routes = {m.name: m for m in config.models}
         self.ready = ReadyReplicas(config.ready_refresh_s)
         self.clients = {p.name: ProviderClient(p) for p in config.providers}
@@ -194,7 +212,7 @@ class Router:
             m = self.routes[name]
             if m.provider is not None:
                 return External(m, self.clients[m.provider], limiter)
-            return SelfHosted(m, None if last else self.ready)
+            return SelfHosted(m, None if last else self.ready, handles)
 
         self.chains: dict[str, FallbackChain] = {}
         for m in config.models:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -36,8 +37,9 @@ from runtime.agents.errors import (
 from runtime.agents.protocol import Message, RunEvent, RunResult, SessionInfo
 from runtime.config.gateway import GatewayAppConfig
 from runtime.gateway.auth import Authenticator, AuthError, Principal
+from runtime.gateway.metrics import GatewayMetrics
 from runtime.gateway.ratelimit import Limiter, LimiterUnavailableError, RateLimitedError
-from runtime.gateway.router import Router
+from runtime.gateway.router import Handles, Router
 from runtime.llm.errors import LLMError
 from runtime.providers.fallback import Method
 
@@ -100,8 +102,43 @@ def _agent_error(err: AgentError) -> JSONResponse:
     return _error(err.status, err.message, err.type)
 
 
+class _Observe:
+    """Counts every answered request by tenant, route template and status (pure ASGI:
+    streams and client hang-ups pass through untouched)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def observed_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                gateway = getattr(app.state, "gateway", None)
+                if gateway is not None:
+                    route = getattr(scope.get("route"), "path", "unmatched")
+                    tenant = (scope.get("state") or {}).get("tenant", "-")
+                    gateway.metrics.request(
+                        tenant, route, message["status"], time.perf_counter() - started
+                    )
+            await send(message)
+
+        await self.inner(scope, receive, observed_send)
+
+
+app.add_middleware(_Observe)
+
+
+def _tenant(request: Request) -> str:
+    return str(getattr(request.state, "tenant", "-"))
+
+
 @app.exception_handler(AuthError)
 async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
+    request.app.state.gateway.metrics.auth_failed(exc.status)
     kind = "authentication_error" if exc.status == 401 else "permission_error"
     response = _error(exc.status, exc.message, kind)
     if exc.status == 401:
@@ -111,7 +148,10 @@ async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
 
 @app.exception_handler(AgentError)
 async def _agent_error_handler(request: Request, exc: AgentError) -> JSONResponse:
-    return _agent_error(exc)
+    response = _agent_error(exc)
+    if exc.status == 503:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 @app.exception_handler(LLMError)
@@ -124,6 +164,7 @@ async def _llm_error(request: Request, exc: LLMError) -> JSONResponse:
 
 @app.exception_handler(RateLimitedError)
 async def _rate_limited(request: Request, exc: RateLimitedError) -> JSONResponse:
+    request.app.state.gateway.metrics.limited(_tenant(request), exc.limit)
     response = _error(429, exc.message, "rate_limit_error")
     response.headers["Retry-After"] = str(exc.retry_after)
     return response
@@ -243,7 +284,10 @@ class Gateway:
         if not len(self.auth):
             logger.warning("the gateway has no API keys: every authenticated route answers 401")
         self.limiter = Limiter(self.config.rate_limits, self.config.providers)
-        self.router = Router(self.config, self.limiter)
+        self.handles = Handles()
+        self.router = Router(self.config, self.limiter, self.handles)
+        self.metrics = GatewayMetrics()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._agent_apps: dict[str, str] = {}  # agent -> application, filled on demand
         app.state.gateway = self
 
@@ -266,11 +310,11 @@ class Gateway:
 
         calls = [
             probe(f"model:{m.name}",
-                  serve.get_deployment_handle(m.deployment, app_name=m.app).models.remote())
+                  self.handles.deployment(m.app, m.deployment).models.remote())
             for m in self.config.models
             if m.app is not None  # external providers do not decide this replica's readiness
         ] + [
-            probe(f"agents:{a}", serve.get_app_handle(a).agents.remote())
+            probe(f"agents:{a}", self.handles.app(a).agents.remote())
             for a in self.config.agent_apps
         ]  # fmt: skip
         await asyncio.gather(*calls)
@@ -316,7 +360,9 @@ class Gateway:
                 reply = await self.router.call(model, method, body)
             finally:
                 self.limiter.release(caller.tenant)
-            await self.limiter.charge(caller.tenant, caller.key_id, _tokens(reply))
+            # Charged after the answer leaves (off the latency path; a Redis round trip).
+            self._later(self._charge(caller.tenant, caller.key_id, reply.get("model"),
+                                     _tokens(reply)))  # fmt: skip
             return JSONResponse(reply)
         try:
             events = await self._open_stream(caller.tenant, caller.key_id, model, method, body)
@@ -346,10 +392,11 @@ class Gateway:
             first = None
 
         async def chunks() -> AsyncIterator[Any]:
-            tokens = 0
+            tokens, answered_by = 0, model
             try:
                 if first is not None:
                     tokens = _tokens(first)
+                    answered_by = first.get("model", model) if isinstance(first, dict) else model
                     if (visible := _visible(first, usage_wanted)) is not None:
                         yield visible
                     async for chunk in stream:
@@ -360,7 +407,7 @@ class Gateway:
                 yield LLMError(err.message, err.status_code, err.type, err.param).to_body()
             finally:
                 await stream.aclose()  # the client went away: the model stops generating
-                await self.limiter.charge(tenant, key_id, tokens)
+                await self._charge(tenant, key_id, answered_by, tokens)
             yield "[DONE]"
 
         return chunks()
@@ -372,8 +419,17 @@ class Gateway:
         model = self._agent_model(body)
         await self._admit_tokens(tenant)
         reply = await self.router.call(model, method, body)
-        await self.limiter.charge(tenant, None, _tokens(reply))
+        await self._charge(tenant, None, reply.get("model"), _tokens(reply))
         return reply
+
+    def _later(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)  # a reference until it ends
+        task.add_done_callback(self._tasks.discard)
+
+    async def _charge(self, tenant: str, key_id: str | None, model: Any, tokens: int) -> None:
+        await self.limiter.charge(tenant, key_id, tokens)
+        self.metrics.charged(tenant, model, tokens)
 
     async def llm_stream(
         self, tenant: str, method: Method, body: dict[str, Any]
@@ -408,14 +464,14 @@ class Gateway:
         if agent not in self._agent_apps:
             for name in self.config.agent_apps:
                 try:
-                    for hosted in await serve.get_app_handle(name).agents.remote():
+                    for hosted in await self.handles.app(name).agents.remote():
                         self._agent_apps[hosted] = name
                 except Exception as exc:
                     logger.warning("agent app %s did not answer: %s", name, type(exc).__name__)
         app_name = self._agent_apps.get(agent)
         if app_name is None:
             raise AgentNotFoundError(f"no agent named {agent!r}")
-        return serve.get_app_handle(app_name)
+        return self.handles.app(app_name)
 
     async def _agent_call(self, caller: Principal, agent: str, method: str, *args: Any) -> Any:
         handle = await self._agent_handle(caller, agent)
@@ -433,7 +489,7 @@ class Gateway:
         names: list[str] = []
         for name in self.config.agent_apps:
             try:
-                names += await serve.get_app_handle(name).agents.remote()
+                names += await self.handles.app(name).agents.remote()
             except Exception as exc:
                 logger.warning("agent app %s did not answer: %s", name, type(exc).__name__)
         return {"agents": [n for n in names if caller.scopes.allows_agent(n)]}

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from ray import serve
 
+from runtime import _sse
 from runtime.config.llm import LLMAppConfig
 from runtime.llm.engine_args import engine_threads, parse_server_args
 from runtime.llm.errors import LLMError
@@ -182,10 +183,7 @@ class LLMServer:
         result = await _call(handler, _parse(request_cls, body, stream=True))
         try:
             async for event in result:
-                for line in event.splitlines():
-                    if not line.startswith("data: "):
-                        continue
-                    data = line.removeprefix("data: ")
+                for data in _sse.data(event):
                     if data == "[DONE]":
                         return
                     chunk = json.loads(data)

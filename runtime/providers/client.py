@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from runtime import _env
+from runtime import _env, _sse
 from runtime.config.providers import ProviderConfig
 from runtime.llm.errors import LLMError
 from runtime.providers.circuit import CircuitBreaker
@@ -200,7 +200,7 @@ class ProviderClient:
                 if response.status_code >= 400:
                     content = await response.aread()
                     self._check(response.status_code, content, response.headers)
-                lines = response.aiter_lines()
+                lines = _sse.lines(response.aiter_text())
                 return response, lines
             except BaseException:
                 await response.aclose()
