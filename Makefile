@@ -2,7 +2,7 @@
 export RUNTIME_CACHE_DIR ?= $(CURDIR)/.cache
 PY := .venv/bin/python
 
-.PHONY: setup run test lint unit bench bench-agents system-packages format clean
+.PHONY: setup run test lint unit bench bench-agents bench-gateway system-packages format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -32,6 +32,9 @@ bench: setup
 
 bench-agents: setup
 	$(PY) benchmarks/agent_overhead.py
+
+bench-gateway: setup system-packages
+	$(PY) benchmarks/gateway_latency.py
 
 format: setup
 	$(PY) -m ruff format runtime tests benchmarks
