@@ -54,7 +54,8 @@ class Handles:
         return self._by_key[key]
 
 
-def _tokens(reply: dict[str, Any] | None) -> int:
+def tokens_of(reply: dict[str, Any] | None) -> int:
+    """Prompt plus completion tokens of a reply or a usage chunk (0 when it has none)."""
     usage = (reply or {}).get("usage") or {}
     total = usage.get("total_tokens")
     if isinstance(total, int):
@@ -181,7 +182,7 @@ class External:
     async def call(self, method: Method, body: dict[str, Any]) -> dict[str, Any]:
         await self._admit()
         reply = await self.client.call(method, {**body, "model": self.name})
-        await self._limiter.provider_charge(self.client.name, _tokens(reply))
+        await self._limiter.provider_charge(self.client.name, tokens_of(reply))
         return reply
 
     async def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -189,7 +190,7 @@ class External:
         tokens = 0
         try:
             async for chunk in self.client.stream(method, {**body, "model": self.name}):
-                tokens = _tokens(chunk) or tokens
+                tokens = tokens_of(chunk) or tokens
                 yield chunk
         finally:
             await self._limiter.provider_charge(self.client.name, tokens)

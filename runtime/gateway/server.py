@@ -39,7 +39,7 @@ from runtime.config.gateway import GatewayAppConfig
 from runtime.gateway.auth import Authenticator, AuthError, Principal
 from runtime.gateway.metrics import GatewayMetrics
 from runtime.gateway.ratelimit import Limiter, LimiterUnavailableError, RateLimitedError
-from runtime.gateway.router import Handles, Router
+from runtime.gateway.router import Handles, Router, tokens_of
 from runtime.llm.errors import LLMError
 from runtime.providers.fallback import Method
 
@@ -236,12 +236,6 @@ async def _has_body(request: Request) -> bool:
     )
 
 
-def _tokens(reply: dict[str, Any] | None) -> int:
-    usage = (reply or {}).get("usage") or {}
-    total = usage.get("total_tokens")
-    return int(total) if isinstance(total, int) else 0
-
-
 def _with_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Ask a stream for its usage (to charge its tokens); True if the client asked too.
 
@@ -362,7 +356,7 @@ class Gateway:
                 self.limiter.release(caller.tenant)
             # Charged after the answer leaves (off the latency path; a Redis round trip).
             self._later(self._charge(caller.tenant, caller.key_id, reply.get("model"),
-                                     _tokens(reply)))  # fmt: skip
+                                     tokens_of(reply)))  # fmt: skip
             return JSONResponse(reply)
         try:
             events = await self._open_stream(caller.tenant, caller.key_id, model, method, body)
@@ -395,12 +389,12 @@ class Gateway:
             tokens, answered_by = 0, model
             try:
                 if first is not None:
-                    tokens = _tokens(first)
+                    tokens = tokens_of(first)
                     answered_by = first.get("model", model) if isinstance(first, dict) else model
                     if (visible := _visible(first, usage_wanted)) is not None:
                         yield visible
                     async for chunk in stream:
-                        tokens = _tokens(chunk) or tokens
+                        tokens = tokens_of(chunk) or tokens
                         if (visible := _visible(chunk, usage_wanted)) is not None:
                             yield visible
             except LLMError as err:
@@ -419,7 +413,7 @@ class Gateway:
         model = self._agent_model(body)
         await self._admit_tokens(tenant)
         reply = await self.router.call(model, method, body)
-        await self._charge(tenant, None, reply.get("model"), _tokens(reply))
+        await self._charge(tenant, None, reply.get("model"), tokens_of(reply))
         return reply
 
     def _later(self, work: Any) -> None:
