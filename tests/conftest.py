@@ -272,6 +272,7 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
     agents["args"]["sessions"] = {
         **SESSIONS, "store": {"kind": "sqlite", "path": str(tmp / "agents.sqlite")}
     }  # fmt: skip
+    agents["deployments"][0].pop("autoscaling_config", None)  # two fixed replicas
     agents["deployments"][0]["num_replicas"] = 2
     config["applications"] += agent_apps(tmp, postgres_dsn)
     # The shipped configs reach the LLM by handle only; the tests also check its own

@@ -40,6 +40,13 @@ class AgentServer:
 
     # -- handle API ----------------------------------------------------------------
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """For ``runtime.autoscaling:AgentPolicy``: turns running and queued here."""
+        from runtime import autoscaling
+
+        running, queued = self._service.load()
+        return {autoscaling.TURNS_RUNNING: float(running), autoscaling.TURNS_QUEUED: float(queued)}
+
     async def agents(self) -> list[str]:
         return self._service.agent_names()
 

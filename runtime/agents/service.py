@@ -139,6 +139,7 @@ class AgentService:
         self.store = store
         self._agents = agents
         self._turns: dict[str, _Turn] = {}
+        self._queued = 0  # turns waiting in _acquire for a busy session
         self._heartbeat: asyncio.Task[None] | None = None
 
     @classmethod
@@ -169,6 +170,10 @@ class AgentService:
         await self.store.close()
 
     # -- sessions ----------------------------------------------------------------
+
+    def load(self) -> tuple[int, int]:
+        """Turns running here, and turns waiting here for a busy session."""
+        return len(self._turns), self._queued
 
     def agent_names(self) -> list[str]:
         return list(self._agents)
@@ -276,7 +281,11 @@ class AgentService:
             )
         await self._owned(tenant, agent, session_id)
         turn = _Turn(run_id=uuid.uuid4().hex, session_id=session_id)
-        await self._acquire(entry.spec, turn)
+        self._queued += 1
+        try:
+            await self._acquire(entry.spec, turn)
+        finally:
+            self._queued -= 1
         self._turns[turn.run_id] = turn
         context = contextvars.copy_context()  # the run's LLM calls count for its tenant
         context.run(current_tenant.set, tenant)

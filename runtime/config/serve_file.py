@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from runtime.config.agents import AgentAppConfig, ServeLLM
+from runtime.config.autoscaling import AgentScaling, LLMScaling
 from runtime.config.errors import ConfigError, unknown_keys, validation_problems
 from runtime.config.gateway import GatewayAppConfig
 from runtime.config.llm import LLMAppConfig
@@ -58,6 +59,7 @@ def check_serve_config(data: Any, source: str = "<serve config>") -> Any:
                 f"{p} (application '{name}')"
                 for p in validation_problems(err, model, ("applications", i, "args"))
             ]
+    problems += _policy_kwargs(data)
     if not problems:
         problems += _references(checked)
     if problems:
@@ -125,3 +127,30 @@ def _references(apps: dict[str, BaseModel]) -> list[str]:
 
 def _builder(kind: type[BaseModel]) -> str:
     return next(path for path, model in APP_ARGS_MODELS.items() if model is kind)
+
+
+#: The runtime's autoscaling policies -> the model of their ``policy_kwargs``.
+POLICY_KWARGS_MODELS: dict[str, type[BaseModel]] = {
+    "runtime.autoscaling:LLMPolicy": LLMScaling,
+    "runtime.autoscaling:AgentPolicy": AgentScaling,
+}
+
+
+def _policy_kwargs(data: dict[str, Any]) -> list[str]:
+    """Ray keeps ``policy_kwargs`` as an opaque dict: check the runtime's own strictly."""
+    problems: list[str] = []
+    for i, app in enumerate(data.get("applications") or []):
+        if not isinstance(app, dict):
+            continue
+        for j, deployment in enumerate(app.get("deployments") or []):
+            policy = ((deployment or {}).get("autoscaling_config") or {}).get("policy") or {}
+            model = POLICY_KWARGS_MODELS.get(str(policy.get("policy_function", "")))
+            if model is None:
+                continue
+            where = ("applications", i, "deployments", j, "autoscaling_config", "policy",
+                     "policy_kwargs")  # fmt: skip
+            try:
+                model.model_validate(policy.get("policy_kwargs") or {})
+            except ValidationError as err:
+                problems += validation_problems(err, model, where)
+    return problems

@@ -163,6 +163,23 @@ class LLMServer:
         async for chunk in self._stream(handler, CompletionRequest, body):
             yield chunk
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """For ``runtime.autoscaling:LLMPolicy``: the engine's queue and KV-cache use, and
+        the share of GPU memory in use (NVML; absent on the CPU engine)."""
+        from runtime import autoscaling
+        from runtime.llm.gpu import gpu_memory_used_fraction
+
+        s = self._stats.snapshot()
+        stats = {
+            autoscaling.ENGINE_RUNNING: float(s.running),
+            autoscaling.ENGINE_WAITING: float(s.waiting),
+            autoscaling.KV_CACHE_USAGE: float(s.kv_cache_usage),
+        }
+        gpu = gpu_memory_used_fraction()
+        if gpu is not None:
+            stats[autoscaling.GPU_MEMORY_USED] = gpu
+        return stats
+
     async def engine_stats(self) -> dict[str, float]:
         """Queue, KV-cache and token figures of this replica's engine."""
         stats = self._stats.snapshot().as_dict()

@@ -1,0 +1,174 @@
+"""The autoscaling policies on fabricated Serve contexts (unit tier), with property tests:
+monotone in load, bounded by min and max, no oscillation under a steady load."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ray.serve._private.common import DeploymentID, ReplicaID
+from ray.serve.config import AutoscalingContext
+
+from runtime import autoscaling as a
+from runtime.config.autoscaling import AgentScaling, LLMScaling
+
+DEPLOYMENT = DeploymentID(name="LLMServer", app_name="llm")
+
+
+def context(
+    current: int,
+    per_replica: dict[str, list[float]] | None = None,
+    *,
+    requests: float = 0.0,
+    queued: float = 0.0,
+    min_replicas: int = 1,
+    max_replicas: int = 8,
+    now: float = 100.0,
+    state: dict[str, Any] | None = None,
+) -> AutoscalingContext:
+    replicas = [ReplicaID(unique_id=f"r{i}", deployment_id=DEPLOYMENT) for i in range(current)]
+    metrics = {
+        name: {replicas[i]: v for i, v in enumerate(values)}
+        for name, values in (per_replica or {}).items()
+    }
+    return AutoscalingContext(
+        deployment_id=DEPLOYMENT, deployment_name="LLMServer", app_name="llm",
+        current_num_replicas=current, target_num_replicas=current, running_replicas=replicas,
+        total_num_requests=requests, total_queued_requests=queued,
+        aggregated_metrics=metrics, raw_metrics=None,
+        capacity_adjusted_min_replicas=min_replicas, capacity_adjusted_max_replicas=max_replicas,
+        policy_state=state or {}, last_scale_up_time=None, last_scale_down_time=None,
+        current_time=now, config=None,
+    )  # fmt: skip
+
+
+def engine(current: int, ongoing_each: float, kv: float = 0.1) -> dict[str, list[float]]:
+    return {
+        a.ENGINE_RUNNING: [ongoing_each] * current,
+        a.ENGINE_WAITING: [0.0] * current,
+        a.KV_CACHE_USAGE: [kv] * current,
+    }
+
+
+POLICY = a.LLMPolicy(target_ongoing_per_replica=8, upscale_delay_s=2, downscale_delay_s=10)
+
+
+def test_queue_depth_scales_up_after_the_delay() -> None:
+    ctx = context(1, engine(1, 30))  # 30 sequences, 8 per replica: 4 replicas
+    replicas, state = POLICY(ctx)
+    assert replicas == 1 and state == {"up_since": 100.0}
+    replicas, state = POLICY(context(1, engine(1, 30), now=101.9, state=state))
+    assert replicas == 1
+    replicas, state = POLICY(context(1, engine(1, 30), now=102.0, state=state))
+    assert (replicas, state) == (4, {})
+
+
+def test_handle_queue_counts_and_max_bounds() -> None:
+    replicas, _ = POLICY(context(2, engine(2, 8), queued=200, now=0, state={"up_since": -5}))
+    assert replicas == 8  # wants 27, capped at max_replicas
+
+
+def test_kv_cache_pressure_alone_scales_up() -> None:
+    ctx = context(2, engine(2, 1, kv=0.95), state={"up_since": 0})
+    assert POLICY(ctx)[0] == 3  # ceil(2 * 0.95 / 0.8)
+
+
+def test_gpu_memory_pressure_when_enabled() -> None:
+    metrics = {**engine(2, 1), a.GPU_MEMORY_USED: [0.97, 0.99]}
+    assert POLICY(context(2, metrics, state={"up_since": 0}))[0] == 2  # off by default
+    gpu = a.LLMPolicy(gpu_memory_target=0.9, upscale_delay_s=0)
+    assert gpu(context(2, metrics))[0] == 3
+
+
+def test_scales_down_only_with_headroom_and_after_the_delay() -> None:
+    # 4 replicas, 12 sequences: 2 replicas would carry them at the target (6 each), at
+    # 0.7 headroom 3 are needed (12 / 5.6): the floor is 3.
+    replicas, state = POLICY(context(4, engine(4, 3)))
+    assert replicas == 4 and state == {"down_since": 100.0}
+    assert POLICY(context(4, engine(4, 3), now=110, state=state))[0] == 3
+    # A load that came back in between resets the clock.
+    assert POLICY(context(4, engine(4, 7), now=105, state=state))[1] == {}
+
+
+def test_scale_to_zero_and_back() -> None:
+    policy = a.LLMPolicy(downscale_delay_s=0)
+    assert policy(context(1, engine(1, 0, kv=0), min_replicas=0))[0] == 0
+    # No replica, no engine figures: a request waiting in a handle wakes it at once.
+    assert policy(context(0, None, requests=1, min_replicas=0))[0] == 1
+    assert policy(context(0, None, requests=0, min_replicas=0))[0] == 0
+
+
+def test_without_engine_figures_serve_counts_are_used() -> None:
+    assert POLICY(context(1, None, requests=20, state={"up_since": 0}))[0] == 3
+
+
+def test_agents_scale_on_running_and_queued_turns() -> None:
+    policy = a.AgentPolicy(target_turns_per_replica=10, upscale_delay_s=0)
+    metrics = {a.TURNS_RUNNING: [10.0, 10.0], a.TURNS_QUEUED: [5.0, 0.0]}
+    assert policy(context(2, metrics))[0] == 3
+    assert policy(context(2, None, requests=45))[0] == 5  # Serve's count as a fallback
+
+
+def test_kwargs_are_checked_strictly() -> None:
+    with pytest.raises(ValueError, match="Extra inputs"):
+        a.LLMPolicy(target_ongoing_per_replika=8)
+    with pytest.raises(ValueError, match="downscale_headroom"):
+        a.AgentPolicy(downscale_headroom=1.5)
+    assert LLMScaling().upscale_delay_s <= 5 and AgentScaling().upscale_delay_s <= 5
+
+
+# -- properties ------------------------------------------------------------------------
+
+loads = st.floats(min_value=0, max_value=500, allow_nan=False)
+counts = st.integers(min_value=0, max_value=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(current=st.integers(1, 12), low=loads, extra=loads, kv=st.floats(0, 1))
+def test_wanted_replicas_are_monotone_in_load(current: int, low: float, extra: float,
+                                               kv: float) -> None:  # fmt: skip
+    config = LLMScaling()
+
+    def by_replica(load: float) -> dict[str, dict[int, float]]:
+        return {k: dict(enumerate(v)) for k, v in engine(current, load / current, kv).items()}
+
+    less = a.llm_want(current, by_replica(low), 0, 0, config)
+    more = a.llm_want(current, by_replica(low + extra), 0, 0, config)
+    assert more.up >= less.up and more.floor >= less.floor
+    assert less.floor >= less.up  # the down threshold is never above the up one
+
+
+@settings(max_examples=300, deadline=None)
+@given(current=counts, load=loads, lo=st.integers(0, 4), span=st.integers(0, 8),
+       state_age=st.floats(0, 100))  # fmt: skip
+def test_decisions_stay_within_min_and_max(current: int, load: float, lo: int, span: int,
+                                           state_age: float) -> None:  # fmt: skip
+    hi = lo + span
+    policy = a.LLMPolicy(upscale_delay_s=1, downscale_delay_s=1)
+    metrics = engine(current, load / max(current, 1)) if current else None
+    for state in ({}, {"up_since": 100 - state_age}, {"down_since": 100 - state_age}):
+        ctx = context(current, metrics, requests=load, min_replicas=lo, max_replicas=hi,
+                      state=state)  # fmt: skip
+        assert lo <= policy(ctx)[0] <= hi
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.integers(1, 12), load=loads)
+def test_a_steady_load_settles_without_oscillating(start: int, load: float) -> None:
+    """Feed the policy its own decisions under a constant load (spread over the
+    replicas it has): the count moves in one direction only, then stays."""
+    policy = a.LLMPolicy(upscale_delay_s=2, downscale_delay_s=5)
+    current, state, now = start, {}, 0.0
+    history = [current]
+    for _ in range(60):
+        ctx = context(current, engine(current, load / current, kv=0.1), min_replicas=1,
+                      max_replicas=12, now=now, state=state)  # fmt: skip
+        current, state = policy(ctx)
+        history.append(current)
+        now += 1.0
+    steps = [b - a_ for a_, b in itertools.pairwise(history) if b != a_]
+    assert all(s > 0 for s in steps) or all(s < 0 for s in steps)  # one direction
+    assert history[-1] == history[-10]  # settled
