@@ -144,6 +144,13 @@ def agent_want(
     return want_for(load, config.target_turns_per_replica, config.downscale_headroom)
 
 
+def _target(ctx: Any) -> int:
+    """The count Serve is heading to: decisions move from it, not from the replicas
+    already running (a replica still starting must not read as a wish to scale down)."""
+    target = ctx.target_num_replicas
+    return int(target if target is not None else ctx.current_num_replicas)
+
+
 class LLMPolicy:
     """Serve's ``policy_function`` for LLM deployments (kwargs: ``LLMScaling``)."""
 
@@ -151,10 +158,9 @@ class LLMPolicy:
         self.config = LLMScaling.model_validate(kwargs)
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
-        current = int(ctx.current_num_replicas)
-        want = llm_want(current, ctx.aggregated_metrics, ctx.total_queued_requests,
-                        ctx.total_num_requests, self.config)  # fmt: skip
-        return decide(current, want, ctx.capacity_adjusted_min_replicas,
+        want = llm_want(int(ctx.current_num_replicas), ctx.aggregated_metrics,
+                        ctx.total_queued_requests, ctx.total_num_requests, self.config)  # fmt: skip
+        return decide(_target(ctx), want, ctx.capacity_adjusted_min_replicas,
                       ctx.capacity_adjusted_max_replicas, ctx.current_time,
                       ctx.policy_state, self.config)  # fmt: skip
 
@@ -167,6 +173,6 @@ class AgentPolicy:
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         want = agent_want(ctx.aggregated_metrics, ctx.total_num_requests, self.config)
-        return decide(int(ctx.current_num_replicas), want, ctx.capacity_adjusted_min_replicas,
+        return decide(_target(ctx), want, ctx.capacity_adjusted_min_replicas,
                       ctx.capacity_adjusted_max_replicas, ctx.current_time,
                       ctx.policy_state, self.config)  # fmt: skip

@@ -126,6 +126,7 @@ SCRIPT_RULES: list[dict[str, Any]] = [
     ]},
     {"when": "slow", "steps": [{"answer": "finally done", "delay_s": 30}]},
     {"when": "half a second", "steps": [{"answer": "done: {user}", "delay_s": 0.5}]},
+    {"when": "six seconds", "steps": [{"answer": "done", "delay_s": 6}]},
     {"when": "wordy", "steps": [{"answer": " ".join(["word"] * 1200)}]},
     {"steps": [{"answer": "echo: {user}"}]},
 ]  # fmt: skip
@@ -154,6 +155,13 @@ SCRIPTED_AGENTS = [
 SESSIONS = {"lease_ttl_s": 3, "poll_interval_s": 0.1}
 ON_CPU_WORKER = {"num_cpus": 0.25, "label_selector": {"worker-kind": "cpu"}}
 PG_DSN_ENV = "RUNTIME_TEST_PG_DSN"
+AUTO_SCALING = {
+    "min_replicas": 1, "max_replicas": 2, "metrics_interval_s": 0.5, "look_back_period_s": 2,
+    "upscale_delay_s": 0, "downscale_delay_s": 0,
+    "policy": {"policy_function": "runtime.autoscaling:AgentPolicy",
+               "policy_kwargs": {"target_turns_per_replica": 2, "upscale_delay_s": 0.5,
+                                 "downscale_delay_s": 3}},
+}  # fmt: skip
 
 
 def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
@@ -162,6 +170,19 @@ def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
     pg_store = {"kind": "postgres", "dsn_env": PG_DSN_ENV}
     pg_agents = [scripted_agent("scripted"), scripted_agent("scripted-queue", busy="queue")]
     return [
+        {
+            # Scaled by runtime.autoscaling:AgentPolicy, quick knobs for the tests.
+            "name": "auto",
+            "route_prefix": None,
+            "import_path": "runtime.apps:build_agent_app",
+            "args": {
+                "agents": [scripted_agent("scripted-auto")],
+                "sessions": {**SESSIONS, "store": {"kind": "sqlite",
+                                                   "path": str(tmp / "auto.sqlite")}},
+            },
+            "deployments": [{"name": "AgentServer", "ray_actor_options": ON_CPU_WORKER,
+                             "autoscaling_config": AUTO_SCALING}],
+        },
         {
             # Serve's back-pressure: one request at a time, one waiting; more are refused.
             "name": "narrow",

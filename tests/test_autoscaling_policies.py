@@ -28,6 +28,7 @@ def context(
     max_replicas: int = 8,
     now: float = 100.0,
     state: dict[str, Any] | None = None,
+    target: int | None = None,
 ) -> AutoscalingContext:
     replicas = [ReplicaID(unique_id=f"r{i}", deployment_id=DEPLOYMENT) for i in range(current)]
     metrics = {
@@ -36,7 +37,8 @@ def context(
     }
     return AutoscalingContext(
         deployment_id=DEPLOYMENT, deployment_name="LLMServer", app_name="llm",
-        current_num_replicas=current, target_num_replicas=current, running_replicas=replicas,
+        current_num_replicas=current, running_replicas=replicas,
+        target_num_replicas=current if target is None else target,
         total_num_requests=requests, total_queued_requests=queued,
         aggregated_metrics=metrics, raw_metrics=None,
         capacity_adjusted_min_replicas=min_replicas, capacity_adjusted_max_replicas=max_replicas,
@@ -64,6 +66,14 @@ def test_queue_depth_scales_up_after_the_delay() -> None:
     assert replicas == 1
     replicas, state = POLICY(context(1, engine(1, 30), now=102.0, state=state))
     assert (replicas, state) == (4, {})
+
+
+def test_a_replica_still_starting_is_not_scaled_away() -> None:
+    """Serve is heading to 2 (one still starting); the load asks for 3 but waits out the
+    delay: the answer is 2, never the 1 that runs."""
+    policy = a.AgentPolicy(target_turns_per_replica=2, upscale_delay_s=5)
+    ctx = context(1, {a.TURNS_RUNNING: [6.0]}, target=2)
+    assert policy(ctx) == (2, {"up_since": 100.0})
 
 
 def test_handle_queue_counts_and_max_bounds() -> None:
@@ -172,3 +182,21 @@ def test_a_steady_load_settles_without_oscillating(start: int, load: float) -> N
     steps = [b - a_ for a_, b in itertools.pairwise(history) if b != a_]
     assert all(s > 0 for s in steps) or all(s < 0 for s in steps)  # one direction
     assert history[-1] == history[-10]  # settled
+
+
+def test_serve_config_check_of_the_policies() -> None:
+    import yaml
+
+    from runtime.config import ConfigError, check_serve_config
+    from tests.conftest import SERVE_CONFIGS
+
+    config = yaml.safe_load((SERVE_CONFIGS / "local.yaml").read_text())
+    agents = next(x for x in config["applications"] if x["name"] == "agents")
+    scaling = agents["deployments"][0]["autoscaling_config"]
+    check_serve_config(config, "local.yaml")
+    scaling["policy"]["policy_kwargs"]["target_turns_per_replicas"] = 3
+    del scaling["upscale_delay_s"]
+    with pytest.raises(ConfigError) as err:
+        check_serve_config(config, "local.yaml")
+    assert "target_turns_per_replicas" in str(err.value)
+    assert "upscale_delay_s: set it to 0" in str(err.value)

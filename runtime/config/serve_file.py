@@ -149,6 +149,15 @@ def _policy_kwargs(data: dict[str, Any]) -> list[str]:
                 continue
             where = ("applications", i, "deployments", j, "autoscaling_config", "policy",
                      "policy_kwargs")  # fmt: skip
+            scaling = deployment["autoscaling_config"]
+            for knob in ("upscale_delay_s", "downscale_delay_s"):
+                if scaling.get(knob) != 0:
+                    problems.append(
+                        f"applications[{i}].deployments[{j}].autoscaling_config.{knob}: set "
+                        f"it to 0 with {policy['policy_function']}: Serve would delay the "
+                        "policy's decisions by its own timers (30 s and 600 s by default); "
+                        f"the policy's `policy_kwargs.{knob}` applies instead"
+                    )
             try:
                 model.model_validate(policy.get("policy_kwargs") or {})
             except ValidationError as err:
