@@ -2,7 +2,7 @@
 export RUNTIME_CACHE_DIR ?= $(CURDIR)/.cache
 PY := .venv/bin/python
 
-.PHONY: setup run test lint unit bench bench-agents bench-gateway system-packages format clean
+.PHONY: setup run test lint unit bench bench-agents bench-gateway bench-autoscaling system-packages format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +35,9 @@ bench-agents: setup
 
 bench-gateway: setup system-packages
 	$(PY) benchmarks/gateway_latency.py
+
+bench-autoscaling: setup
+	$(PY) benchmarks/autoscaling_reaction.py
 
 format: setup
 	$(PY) -m ruff format runtime tests benchmarks

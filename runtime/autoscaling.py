@@ -17,7 +17,8 @@ and calls it every tick; its only memory is the ``policy_state`` Serve hands bac
   use; plus requests queued in Serve's handles. The queue asks for
   ``ceil(load / target_ongoing_per_replica)`` replicas; KV-cache or GPU-memory pressure
   above its target asks for ``ceil(replicas * use / target)``, queue or not.
-- ``AgentPolicy`` reads ``AgentServer``'s running and queued turns.
+- ``AgentPolicy`` reads ``AgentServer``'s running and queued turns, plus requests
+  waiting in Serve's handles (a replica at ``max_ongoing_requests`` takes no more).
 
 Both scale up to what the load asks once it has asked for ``upscale_delay_s``, and
 down only to the fewest replicas that keep every signal under ``downscale_headroom``
@@ -136,11 +137,15 @@ def llm_want(
 
 
 def agent_want(
-    metrics: Mapping[str, Mapping[Any, float]] | None, total_requests: float, config: AgentScaling
+    metrics: Mapping[str, Mapping[Any, float]] | None,
+    handle_queued: float,
+    total_requests: float,
+    config: AgentScaling,
 ) -> Want:
-    """What an agent deployment's load asks for: turns running and queued."""
+    """What an agent deployment's load asks for: turns running and queued in the
+    replicas, plus requests waiting in Serve's handles for a free replica."""
     turns = _values(metrics, TURNS_RUNNING) + _values(metrics, TURNS_QUEUED)
-    load = sum(turns) if turns else max(0.0, total_requests)
+    load = sum(turns) + max(0.0, handle_queued) if turns else max(0.0, total_requests)
     return want_for(load, config.target_turns_per_replica, config.downscale_headroom)
 
 
@@ -172,7 +177,8 @@ class AgentPolicy:
         self.config = AgentScaling.model_validate(kwargs)
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
-        want = agent_want(ctx.aggregated_metrics, ctx.total_num_requests, self.config)
+        want = agent_want(ctx.aggregated_metrics, ctx.total_queued_requests,
+                          ctx.total_num_requests, self.config)  # fmt: skip
         return decide(_target(ctx), want, ctx.capacity_adjusted_min_replicas,
                       ctx.capacity_adjusted_max_replicas, ctx.current_time,
                       ctx.policy_state, self.config)  # fmt: skip

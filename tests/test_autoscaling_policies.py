@@ -119,6 +119,7 @@ def test_agents_scale_on_running_and_queued_turns() -> None:
     policy = a.AgentPolicy(target_turns_per_replica=10, upscale_delay_s=0)
     metrics = {a.TURNS_RUNNING: [10.0, 10.0], a.TURNS_QUEUED: [5.0, 0.0]}
     assert policy(context(2, metrics))[0] == 3
+    assert policy(context(2, metrics, queued=20))[0] == 5  # waiting in handles too
     assert policy(context(2, None, requests=45))[0] == 5  # Serve's count as a fallback
 
 
