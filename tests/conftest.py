@@ -233,8 +233,10 @@ def ray_cluster() -> Iterator[Any]:
         initialize_head=True,
         head_node_args={"num_cpus": 3, "include_dashboard": False},
     )
-    # The CPU worker: agents select it by label; the head carries none.
-    cluster.add_node(num_cpus=4, labels={"worker-kind": "cpu"})
+    # The CPU worker: agents and gateways select it by label; the head carries none.
+    # Logical CPUs (Ray's accounting, not cores): enough for every test app's replicas,
+    # the LLM replicas that land here, and an autoscaled one.
+    cluster.add_node(num_cpus=6, labels={"worker-kind": "cpu"})
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
     from ray import serve
