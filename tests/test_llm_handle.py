@@ -87,3 +87,21 @@ def test_handle_stream_error_is_typed(handle: serve.handle.DeploymentHandle) -> 
     with pytest.raises(LLMError) as info:
         list(gen)
     assert info.value.status_code == 404
+
+
+def test_autoscaling_stats_come_from_the_engine(
+    handle: serve.handle.DeploymentHandle, stack: Stack
+) -> None:
+    """What runtime.autoscaling:LLMPolicy reads: the engine's own queue and KV-cache
+    figures; no GPU memory on the CPU engine (NVML finds no GPU)."""
+    from runtime import autoscaling
+
+    handle.chat.remote(_chat(stack.tiny_model, max_tokens=2)).result()  # the engine has run
+    stats = handle.record_autoscaling_stats.remote().result()
+    assert set(stats) == {
+        autoscaling.ENGINE_RUNNING,
+        autoscaling.ENGINE_WAITING,
+        autoscaling.KV_CACHE_USAGE,
+    }
+    assert all(isinstance(v, float) and v >= 0 for v in stats.values())
+    assert stats[autoscaling.KV_CACHE_USAGE] <= 1
