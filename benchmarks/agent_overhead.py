@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
+
+from common import free_port, nearest_rank  # noqa: E402 (benchmarks/common.py)
 
 from runtime import _env  # noqa: E402
 
@@ -59,12 +60,6 @@ SCRIPT = {
 }
 TOOLS = ["runtime.agents.tools:calculator", "runtime.agents.tools:clock"]
 LLM_QUESTION = "What is 6 times 7?"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def agent_specs() -> list[dict[str, Any]]:
@@ -85,16 +80,11 @@ def stack_config(port: int, store: Path) -> dict[str, Any]:
     return config
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def summary(latencies: list[float], steps: list[int]) -> dict[str, Any]:
     return {
         "turns": len(latencies),
         "p50_ms": round(statistics.median(latencies) * 1000, 3),
-        "p90_ms": round(pct(latencies, 0.9) * 1000, 3),
+        "p90_ms": round(nearest_rank(latencies, 0.9) * 1000, 3),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 3),
         "steps_per_turn": statistics.median(steps),
     }

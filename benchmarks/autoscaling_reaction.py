@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 
+from common import free_port  # noqa: E402 (benchmarks/common.py)
+
 from runtime import _env  # noqa: E402
 
 AGENT = {
@@ -73,14 +75,6 @@ def app(name: str, scaling: dict[str, Any], store: Path) -> dict[str, Any]:
                          "max_ongoing_requests": 4,
                          "ray_actor_options": {"num_cpus": 0.1, "label_selector": CPU_WORKER}}],
     }  # fmt: skip
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def replica_counts(name: str) -> tuple[int, int]:

@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 
+from common import free_port, nearest_rank  # noqa: E402 (benchmarks/common.py)
+
 from runtime import _env  # noqa: E402
 
 MODEL = "tiny-random"
@@ -47,12 +48,6 @@ REDIS_ENV = "RUNTIME_BENCH_REDIS_URL"
 LIMITS = {"per_tenant": {"requests_per_minute": 1_000_000, "tokens_per_minute": 100_000_000,
                          "concurrency": 1000},
           "per_key": {"requests_per_minute": 1_000_000}}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def gateway_app(name: str, prefix: str, limits: dict[str, Any], env: dict[str, str]) -> Any:
@@ -94,18 +89,13 @@ def stack_config(port: int, redis_url: str | None) -> dict[str, Any]:
     }
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def stats(values: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values]
     return {
         "n": len(ms),
         "p50_ms": round(statistics.median(ms), 3),
-        "p90_ms": round(pct(ms, 0.9), 3),
-        "p99_ms": round(pct(ms, 0.99), 3),
+        "p90_ms": round(nearest_rank(ms, 0.9), 3),
+        "p99_ms": round(nearest_rank(ms, 0.99), 3),
         "mean_ms": round(statistics.fmean(ms), 3),
     }
 

@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import platform
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ import openai
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
+
+from common import free_port  # noqa: E402 (benchmarks/common.py)
 
 from runtime import _env  # noqa: E402
 from runtime.config import LLMAppConfig  # noqa: E402
@@ -44,12 +45,6 @@ PROMPTS = [
     "What is the difference between a process and a thread?",
     "Summarize the plot of Romeo and Juliet.",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def app_args(model: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
 
-from runtime import _env, _sse
+from runtime import _env, _sse, _streams
 from runtime.agents.errors import AgentError, AgentUnavailableError
 from runtime.agents.protocol import (
     DEFAULT_TENANT,
@@ -128,23 +128,12 @@ class HandleTransport:
         result: RunResult = await self._call("invoke", agent, session_id, text)
         return result
 
-    async def stream(self, agent: str, session_id: str, text: str) -> AsyncIterator[RunEvent]:
+    def stream(self, agent: str, session_id: str, text: str) -> AsyncIterator[RunEvent]:
         response = self._handle.options(stream=True).stream.remote(
             self._tenant, agent, session_id, text
         )
-        finished = False
-        try:
-            async for event in response:
-                yield event
-            finished = True
-        except (GeneratorExit, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            finished = True
-            raise AgentError.from_remote(exc) from None
-        finally:
-            if not finished:
-                response.cancel()  # the replica's generator is closed: the run is cancelled
+        # Closing the stream cancels the replica's generator, so the run is cancelled.
+        return _streams.relay(response, AgentError.from_remote)
 
     async def history(self, agent: str, session_id: str) -> list[Message]:
         messages: list[Message] = await self._call("history", agent, session_id)

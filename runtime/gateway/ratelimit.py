@@ -14,11 +14,10 @@ storage fails, ``fail_open`` decides: let the request through (logged) or answer
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -74,8 +73,8 @@ class Limiter:
 
     limiter = Limiter(config.rate_limits, config.providers)
     await limiter.admit(tenant, key_id)          # raises RateLimitedError
-    async with limiter.concurrent(tenant):
-        ...
+    limiter.acquire(tenant)                      # the tenant's concurrency slot
+    ...                                          # finally: limiter.release(tenant)
     await limiter.charge(tenant, key_id, tokens=123)
     """
 
@@ -200,11 +199,3 @@ class Limiter:
             self._in_flight[tenant] = left
         else:
             self._in_flight.pop(tenant, None)
-
-    @contextlib.asynccontextmanager
-    async def concurrent(self, tenant: str) -> AsyncIterator[None]:
-        self.acquire(tenant)
-        try:
-            yield
-        finally:
-            self.release(tenant)

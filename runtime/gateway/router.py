@@ -17,6 +17,7 @@ answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from typing import Any
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 
+from runtime import _streams
 from runtime.config.gateway import GatewayAppConfig, ModelRoute
 from runtime.gateway.ratelimit import Limiter, RateLimitedError
 from runtime.llm.errors import LLMError
@@ -148,19 +150,10 @@ class SelfHosted:
         await self._check_ready()
         handle = self._get_handle().options(stream=True)
         response = getattr(handle, f"{method}_stream").remote({**body, "model": self.name})
-        done = False
-        try:
-            async for chunk in response:
+        # Closing this stream (the client went away) stops the generation.
+        async with contextlib.aclosing(_streams.relay(response, self._mapped)) as chunks:
+            async for chunk in chunks:
                 yield chunk
-            done = True
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            done = True
-            raise self._mapped(exc) from None
-        finally:
-            if not done:
-                response.cancel()  # the caller went away: stop generating
 
 
 class External:
