@@ -15,9 +15,14 @@ GIB = 1 << 30
 
 
 class FakeNVML:
-    """Stand-in for pynvml: devices by index and UUID, memory in bytes."""
+    """Stand-in for pynvml: devices by index and UUID, memory in bytes. The version-1
+    call counts the driver's reservation (0.5 GiB) as used; version 2 does not."""
 
-    def __init__(self) -> None:
+    nvmlMemory_v2 = 0x02000028
+    RESERVED = GIB // 2
+
+    def __init__(self, v2: bool = True) -> None:
+        self.v2 = v2
         self.devices = [
             {"uuid": f"GPU-{i}", "used": (i + 1) * 10 * GIB, "total": 80 * GIB} for i in range(3)
         ]
@@ -31,8 +36,13 @@ class FakeNVML:
     def nvmlDeviceGetHandleByUUID(self, uuid: str) -> dict[str, Any]:
         return next(d for d in self.devices if d["uuid"] == uuid)
 
-    def nvmlDeviceGetMemoryInfo(self, handle: dict[str, Any]) -> Any:
-        return SimpleNamespace(used=handle["used"], total=handle["total"])
+    def nvmlDeviceGetMemoryInfo(self, handle: dict[str, Any], version: int | None = None) -> Any:
+        if version is None:
+            return SimpleNamespace(used=handle["used"] + self.RESERVED, total=handle["total"])
+        if not self.v2 or version != self.nvmlMemory_v2:
+            raise RuntimeError("NVML_ERROR_FUNCTION_NOT_FOUND")
+        return SimpleNamespace(used=handle["used"], reserved=self.RESERVED,
+                               total=handle["total"])  # fmt: skip
 
 
 @pytest.fixture
@@ -68,3 +78,12 @@ def test_no_visible_gpu_or_no_nvml(nvml: FakeNVML, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(gpu, "_nvml", None)
     monkeypatch.setattr(gpu, "_failed", True)  # no package or no driver: None, not an error
     assert gpu.gpu_memory() is None
+
+
+def test_older_driver_falls_back_to_version_1(
+    nvml: FakeNVML, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert gpu.gpu_memory() == (20 * GIB, 80 * GIB)  # version 2: the reservation is not used
+    nvml.v2 = False
+    assert gpu.gpu_memory() == (20 * GIB + FakeNVML.RESERVED, 80 * GIB)

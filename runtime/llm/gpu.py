@@ -4,6 +4,10 @@ Only the GPUs this process may use count: ``CUDA_VISIBLE_DEVICES`` (Ray sets it 
 replica with ``num_gpus``) as indices or UUIDs; all GPUs when it is unset. ``None``
 when there is no NVML, no driver or no visible GPU (the CPU engine: its own KV-cache
 figure stands in).
+
+"Used" is NVML's version-2 figure, the one ``nvidia-smi`` shows: memory the processes
+hold, without the driver's reservation (about 480 MiB on an idle H100, which the
+version-1 call counts as used). Drivers without the version-2 call fall back to it.
 """
 
 from __future__ import annotations
@@ -47,6 +51,16 @@ def _handles(nvml: Any) -> list[Any]:
     return handles
 
 
+def _memory_info(nvml: Any, handle: Any) -> Any:
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            return nvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+        except Exception as exc:  # an older driver: no version-2 call
+            logger.debug("NVML memory v2 unavailable (%s): version 1", type(exc).__name__)
+    return nvml.nvmlDeviceGetMemoryInfo(handle)
+
+
 def gpu_memory() -> tuple[int, int] | None:
     """(bytes used, bytes total) over the visible GPUs, or None."""
     nvml = _load()
@@ -56,7 +70,7 @@ def gpu_memory() -> tuple[int, int] | None:
         handles = _handles(nvml)
         if not handles:
             return None
-        infos = [nvml.nvmlDeviceGetMemoryInfo(h) for h in handles]
+        infos = [_memory_info(nvml, h) for h in handles]
     except Exception as exc:
         logger.warning("reading GPU memory failed: %s", type(exc).__name__)
         return None
