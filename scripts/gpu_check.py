@@ -44,9 +44,9 @@ def _reading(visible: str | None) -> Any:
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
     code = (
-        "import sys, json; sys.path.insert(0, %r); import scripts.gpu_check as c; "
+        f"import sys, json; sys.path.insert(0, {str(REPO)!r}); import scripts.gpu_check as c; "
         "c._bare_packages(); from runtime.llm import gpu; print(json.dumps(gpu.gpu_memory()))"
-    ) % str(REPO)
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True, cwd=REPO)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
