@@ -19,8 +19,8 @@ system-packages:
 	@bash scripts/system-packages.sh
 
 lint: setup
-	$(PY) -m ruff check runtime tests benchmarks
-	$(PY) -m ruff format --check runtime tests benchmarks
+	$(PY) -m ruff check runtime tests benchmarks scripts
+	$(PY) -m ruff format --check runtime tests benchmarks scripts
 	$(PY) -m mypy
 
 ## The fast tier only: no Ray cluster, no engine.

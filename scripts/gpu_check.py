@@ -135,13 +135,22 @@ def main() -> int:
     torch.cuda.synchronize()
     fraction_free = gpu.gpu_memory_used_fraction()
     assert fraction_free is not None
-    check("the fraction falls when the memory is freed", fraction_free < fraction_full - 0.1,
-          full=round(fraction_full, 4), freed=round(fraction_free, 4))
+    check(
+        "the fraction falls when the memory is freed",
+        fraction_free < fraction_full - 0.1,
+        full=round(fraction_full, 4),
+        freed=round(fraction_free, 4),
+    )
     # The policy on the real readings: a target between the two readings.
     target = round((fraction_full + fraction_free) / 2, 3)
     up, stay = _policy(fraction_full, target), _policy(fraction_free, target)
-    check("LLMPolicy scales up on the full reading and not on the freed one",
-          up == 2 and stay == 1, target=target, replicas_full=up, replicas_freed=stay)
+    check(
+        "LLMPolicy scales up on the full reading and not on the freed one",
+        up == 2 and stay == 1,
+        target=target,
+        replicas_full=up,
+        replicas_freed=stay,
+    )
 
     result = {"device": first["name"], "driver_smi": smi, "torch": torch.__version__,
               "checks": checks}  # fmt: skip
