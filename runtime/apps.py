@@ -9,6 +9,7 @@ from ray.serve import Application, Deployment
 from runtime.config.agents import AgentAppConfig
 from runtime.config.gateway import GatewayAppConfig
 from runtime.config.llm import LLMAppConfig
+from runtime.config.placement import CPU_WORKER
 from runtime.config.serve_file import validate_args
 
 
@@ -20,10 +21,14 @@ def build_llm_app(args: dict[str, Any]) -> Application:
         >>> app = build_llm_app({"model": {"source": "tiny-random"}})  # doctest: +SKIP
         >>> serve.run(app, name="llm", route_prefix="/")  # doctest: +SKIP
     """
+    config: LLMAppConfig = validate_args(LLMAppConfig, args, "runtime.apps:build_llm_app")
+    return _llm_deployment(config)
+
+
+def _llm_deployment(config: LLMAppConfig) -> Application:
     from runtime.llm.engine_args import replica_options
     from runtime.llm.server import LLMServer
 
-    config: LLMAppConfig = validate_args(LLMAppConfig, args, "runtime.apps:build_llm_app")
     deployment: Deployment = LLMServer  # made by @serve.deployment
     return deployment.options(**replica_options(config)).bind(config.model_dump(mode="json"))
 
@@ -42,11 +47,14 @@ def build_agent_app(args: dict[str, Any]) -> Application:
 
     config: AgentAppConfig = validate_args(AgentAppConfig, args, "runtime.apps:build_agent_app")
     deployment: Deployment = AgentServer
+    # The application's own LLM deployment, if any: bound here so that Serve deploys it
+    # in this application (one application-level policy sees both).
+    companions = [_llm_deployment(config.llm_server)] if config.llm_server else []
     return deployment.options(
         # Sessions wait on LLMs and tools, not on this replica's CPU: many per replica.
         max_ongoing_requests=512,
-        ray_actor_options={"num_cpus": 0.5},
-    ).bind(config.model_dump(mode="json"))
+        ray_actor_options={"num_cpus": 0.5, "label_selector": dict(CPU_WORKER)},
+    ).bind(config.model_dump(mode="json"), *companions)
 
 
 def build_gateway_app(args: dict[str, Any]) -> Application:
@@ -68,5 +76,5 @@ def build_gateway_app(args: dict[str, Any]) -> Application:
     return deployment.options(
         # Requests wait on LLMs and agents, not on the gateway's CPU.
         max_ongoing_requests=1000,
-        ray_actor_options={"num_cpus": 0.5},
+        ray_actor_options={"num_cpus": 0.5, "label_selector": dict(CPU_WORKER)},
     ).bind(config.model_dump(mode="json"))

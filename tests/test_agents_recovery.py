@@ -1,6 +1,6 @@
 """Durability and scale of sessions on the real cluster: replicas killed mid-session
 (SQLite with the real SmolLM2 engine, PostgreSQL with the scripted stand-in), agent
-placement on the CPU worker, and 200 concurrent sessions on one replica."""
+placement by worker kind, and 200 concurrent sessions on one replica."""
 
 from __future__ import annotations
 
@@ -15,14 +15,27 @@ from tests.agent_helpers import kill_replicas, replicas, wait_for
 from tests.conftest import Stack
 
 
-def test_agents_run_on_the_cpu_worker_only(stack: Stack, ray_cluster: Any) -> None:
+def test_placement_by_worker_kind(stack: Stack, ray_cluster: Any) -> None:
+    """Agents and gateways on the CPU worker, LLM replicas on the GPU worker (a logical
+    GPU each, the CPU engine), nothing on the head."""
     import ray
 
-    labelled = {n["NodeID"] for n in ray.nodes() if n["Labels"].get("worker-kind") == "cpu"}
-    assert len(labelled) == 1
-    for app in ("agents", "one", "pg"):
-        nodes = {a.node_id for a in replicas(app)}
-        assert nodes and nodes <= labelled, f"{app} replicas off the CPU worker"
+    def kind(node: dict[str, Any]) -> str | None:
+        return node["Labels"].get("worker-kind")
+
+    nodes = {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
+    cpu = {i for i, n in nodes.items() if kind(n) == "cpu"}
+    gpu = {i for i, n in nodes.items() if kind(n) == "gpu"}
+    assert len(cpu) == 1 and len(gpu) == 1 and len(nodes) == 3
+    for app, deployment, where in [
+        ("agents", "AgentServer", cpu), ("one", "AgentServer", cpu), ("pg", "AgentServer", cpu),
+        ("gateway", "Gateway", cpu), ("llm", "LLMServer", gpu), ("tiny", "LLMServer", gpu),
+    ]:  # fmt: skip
+        on = {a.node_id for a in replicas(app, deployment)}
+        assert on and on <= where, f"{app} replicas off their worker kind"
+    # Each running LLM replica holds one of the GPU worker's logical GPUs.
+    gpus_in_use = ray.cluster_resources()["GPU"] - ray.available_resources().get("GPU", 0)
+    assert gpus_in_use >= 2
 
 
 def test_real_model_session_survives_its_replicas(stack: Stack) -> None:

@@ -135,10 +135,6 @@ def test_missing_and_unparsable_files(tmp_path: Path) -> None:
         load_serve_config(broken)
 
 
-def _local() -> dict:
-    return yaml.safe_load((SERVE_CONFIGS / "local.yaml").read_text())
-
-
 def _app(config: dict, name: str) -> dict:
     return next(a for a in config["applications"] if a["name"] == name)
 
@@ -163,6 +159,33 @@ def _app(config: dict, name: str) -> dict:
     ],
 )  # fmt: skip
 def test_references_between_applications_are_checked(edit: object, expected: str) -> None:
+    config = _local()
+    edit(config)  # type: ignore[operator]
+    with pytest.raises(ConfigError) as err:
+        check_serve_config(config, "local.yaml")
+    assert expected in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda c: _app(c, "llm")["deployments"][0].update(ray_actor_options={"num_cpus": 2}),
+         "applications[1].deployments[0].ray_actor_options: an LLM deployment's placement"),
+        (lambda c: _app(c, "llm")["deployments"][0].update(placement_group_bundles=[{"GPU": 1}]),
+         "applications[1].deployments[0].placement_group_bundles: an LLM deployment's"),
+        (lambda c: _app(c, "agents")["deployments"][0]["ray_actor_options"].pop("label_selector"),
+         "applications[2].deployments[0].ray_actor_options.label_selector: must hold "
+         "`worker-kind: cpu`"),
+        (lambda c: _app(c, "gateway")["deployments"][0]["ray_actor_options"].update(
+            label_selector={"worker-kind": "gpu"}), "applications[0].deployments[0]"),
+        (lambda c: _app(c, "llm")["args"].update(accelerator="gpu", placement="cpu-worker"),
+         "placement: cpu-worker cannot run accelerator: gpu"),
+        (lambda c: _app(c, "llm")["args"].update(placement="gpu"), "placement"),
+    ],
+)  # fmt: skip
+def test_placement_is_kept(edit: object, expected: str) -> None:
+    """Serve replaces a builder's actor options with the config's: the check keeps LLMs'
+    placement in their args and the CPU label on agents and gateways."""
     config = _local()
     edit(config)  # type: ignore[operator]
     with pytest.raises(ConfigError) as err:

@@ -77,3 +77,31 @@ def test_cpu_engine_threads_default_to_the_cores_the_replica_may_use() -> None:
 
     assert engine_threads(_config()) == len(os.sched_getaffinity(0))
     assert engine_threads(_config(engine={"cpu_threads": 3})) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "selector", "gpus"),
+    [
+        ({}, None, None),  # the CPU engine anywhere (`make run`'s one node)
+        ({"placement": "cpu-worker"}, {"worker-kind": "cpu"}, None),
+        # The CPU engine on a node that declares a logical GPU (the local test cluster).
+        ({"placement": "gpu-worker"}, {"worker-kind": "gpu"}, 1),
+        ({"accelerator": "gpu"}, {"worker-kind": "gpu"}, 1),
+        ({"accelerator": "gpu", "placement": "any"}, None, 1),
+    ],
+)
+def test_replica_placement(args: dict, selector: dict | None, gpus: int | None) -> None:
+    actor = replica_options(_config(**args))["ray_actor_options"]
+    assert actor.get("label_selector") == selector
+    assert actor.get("num_gpus") == gpus
+    assert actor["runtime_env"]["env_vars"]  # the engine's settings stay with the options
+
+
+def test_tensor_parallel_bundles_select_gpu_workers() -> None:
+    cfg = LLMAppConfig.model_validate(
+        {"model": {"source": "hub", "id": "org/m"}, "accelerator": "gpu",
+         "engine": {"tensor_parallel_size": 4}}
+    )  # fmt: skip
+    options = replica_options(cfg)
+    assert options["placement_group_bundle_label_selector"] == [{"worker-kind": "gpu"}]
+    assert "label_selector" not in options["ray_actor_options"]  # the bundles place it

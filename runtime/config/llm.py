@@ -135,6 +135,14 @@ class LLMAppConfig(StrictModel):
         description="cpu: in-process engine on a CPU replica; gpu: `num_gpus` per replica.",
     )
     num_cpus: float = Field(default=1.0, gt=0.0, description="Ray CPUs reserved per replica.")
+    placement: Literal["gpu-worker", "cpu-worker", "any"] | None = Field(
+        default=None,
+        description="Which Ray nodes run the replicas (node label `worker-kind`). "
+        "gpu-worker: `worker-kind: gpu` nodes and one GPU per engine rank (also with the "
+        "CPU engine, on a node that declares a logical GPU); cpu-worker: `worker-kind: "
+        "cpu` nodes (the CPU engine only); any: no label. Default: gpu-worker with "
+        "accelerator gpu, any with cpu.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _check_accelerator(self) -> LLMAppConfig:
@@ -144,7 +152,18 @@ class LLMAppConfig(StrictModel):
                 f"engine.tensor_parallel_size ({tp}) needs accelerator: gpu; "
                 "the CPU engine runs in one process per replica. Set it to 1 or use GPUs."
             )
+        if self.accelerator == "gpu" and self.placement == "cpu-worker":
+            raise ValueError(
+                "placement: cpu-worker cannot run accelerator: gpu (CPU workers have no "
+                "GPU); use gpu-worker, or accelerator: cpu"
+            )
         return self
+
+    @property
+    def worker_kind(self) -> str | None:
+        """The ``worker-kind`` label the replicas select, or None for any node."""
+        placement = self.placement or ("gpu-worker" if self.accelerator == "gpu" else "any")
+        return {"gpu-worker": "gpu", "cpu-worker": "cpu", "any": None}[placement]
 
     @property
     def served_name(self) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from runtime import _env
 from runtime.config.errors import ConfigError
 from runtime.config.llm import HubSource, LLMAppConfig
+from runtime.config.placement import WORKER_KIND
 
 
 def server_argv(config: LLMAppConfig, model: str) -> list[str]:
@@ -121,7 +122,12 @@ def engine_threads(config: LLMAppConfig) -> int:
 
 
 def replica_options(config: LLMAppConfig) -> dict[str, Any]:
-    """Serve deployment options that follow from the config (placement, resources)."""
+    """Serve deployment options that follow from the config (placement, resources).
+
+    A replica on a GPU worker selects the node label ``worker-kind: gpu`` and takes a
+    GPU per engine rank; with the CPU engine that GPU is a logical one the node declares
+    (the local test cluster), so Ray's accounting and its autoscaler see GPU demand.
+    """
     actor: dict[str, Any] = {
         "num_cpus": config.num_cpus,
         "runtime_env": {"env_vars": replica_env(config)},
@@ -132,13 +138,20 @@ def replica_options(config: LLMAppConfig) -> dict[str, Any]:
         # Engine start (and a first model conversion) takes a while.
         "health_check_timeout_s": 60,
     }
+    kind = config.worker_kind
+    selector = {WORKER_KIND: kind} if kind else None
     tp = config.engine.tensor_parallel_size
-    if config.accelerator == "gpu":
-        if tp == 1:
+    if tp > 1:
+        # The replica holds the first bundle, one Ray worker per GPU the rest, all on
+        # one node; each bundle selects the worker kind.
+        options["placement_group_bundles"] = [{"CPU": config.num_cpus}] + [{"GPU": 1}] * tp
+        options["placement_group_strategy"] = "STRICT_PACK"
+        if selector:
+            options["placement_group_bundle_label_selector"] = [selector]
+    else:
+        if config.accelerator == "gpu" or kind == "gpu":
             actor["num_gpus"] = 1
-        else:
-            # The replica holds the first bundle, one Ray worker per GPU the rest.
-            options["placement_group_bundles"] = [{"CPU": config.num_cpus}] + [{"GPU": 1}] * tp
-            options["placement_group_strategy"] = "STRICT_PACK"
+        if selector:
+            actor["label_selector"] = selector
     options["ray_actor_options"] = actor
     return options
