@@ -38,6 +38,7 @@ bench-gateway: setup system-packages
 
 bench-autoscaling: setup
 	$(PY) benchmarks/autoscaling_reaction.py
+	$(PY) benchmarks/autoscaling_reaction.py --deployment llm --step-s 150
 
 format: setup
 	$(PY) -m ruff format runtime tests benchmarks

@@ -9,6 +9,13 @@ In a serve config::
         policy_function: runtime.autoscaling:LLMPolicy     # or AgentPolicy
         policy_kwargs: {target_ongoing_per_replica: 8, upscale_delay_s: 2}
 
+or, for an agent application with its own LLM deployment (``llm_server``), once for
+the application (its deployments keep their ``autoscaling_config`` bounds)::
+
+    autoscaling_policy:
+      policy_function: runtime.autoscaling:AgentLLMPolicy
+      policy_kwargs: {agents: {target_turns_per_replica: 32}, llm_sequences_per_turn: 1}
+
 Serve makes one instance with the kwargs (checked by ``runtime.config.autoscaling``)
 and calls it every tick; its only memory is the ``policy_state`` Serve hands back.
 
@@ -19,6 +26,8 @@ and calls it every tick; its only memory is the ``policy_state`` Serve hands bac
   above its target asks for ``ceil(replicas * use / target)``, queue or not.
 - ``AgentPolicy`` reads ``AgentServer``'s running and queued turns, plus requests
   waiting in Serve's handles (a replica at ``max_ongoing_requests`` takes no more).
+- ``AgentLLMPolicy`` does both for the two deployments of one application and scales
+  the LLM ahead: to carry the sequences the agents' turns in progress will ask for.
 
 Both scale up to what the load asks once it has asked for ``upscale_delay_s``, and
 down only to the fewest replicas that keep every signal under ``downscale_headroom``
@@ -34,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.config.autoscaling import AgentScaling, Hysteresis, LLMScaling
+from runtime.config.autoscaling import AgentLLMScaling, AgentScaling, Hysteresis, LLMScaling
 
 #: Metric names the replicas report (``record_autoscaling_stats``).
 ENGINE_RUNNING = "engine_running"
@@ -43,6 +52,10 @@ KV_CACHE_USAGE = "kv_cache_usage"
 GPU_MEMORY_USED = "gpu_memory_used_fraction"
 TURNS_RUNNING = "turns_running"
 TURNS_QUEUED = "turns_queued"
+
+#: Deployment names of an agent application with its own LLM (``llm_server``).
+AGENT_DEPLOYMENT = "AgentServer"
+LLM_DEPLOYMENT = "LLMServer"
 
 
 @dataclass(frozen=True)
@@ -136,16 +149,25 @@ def llm_want(
     return combine(*wants)
 
 
+def agent_load(
+    metrics: Mapping[str, Mapping[Any, float]] | None,
+    handle_queued: float,
+    total_requests: float,
+) -> float:
+    """Turns in progress: running and queued in the replicas, plus requests waiting in
+    Serve's handles for a free replica (Serve's own count until replicas report)."""
+    turns = _values(metrics, TURNS_RUNNING) + _values(metrics, TURNS_QUEUED)
+    return sum(turns) + max(0.0, handle_queued) if turns else max(0.0, total_requests)
+
+
 def agent_want(
     metrics: Mapping[str, Mapping[Any, float]] | None,
     handle_queued: float,
     total_requests: float,
     config: AgentScaling,
 ) -> Want:
-    """What an agent deployment's load asks for: turns running and queued in the
-    replicas, plus requests waiting in Serve's handles for a free replica."""
-    turns = _values(metrics, TURNS_RUNNING) + _values(metrics, TURNS_QUEUED)
-    load = sum(turns) + max(0.0, handle_queued) if turns else max(0.0, total_requests)
+    """What an agent deployment's load asks for."""
+    load = agent_load(metrics, handle_queued, total_requests)
     return want_for(load, config.target_turns_per_replica, config.downscale_headroom)
 
 
@@ -165,9 +187,7 @@ class LLMPolicy:
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         want = llm_want(int(ctx.current_num_replicas), ctx.aggregated_metrics,
                         ctx.total_queued_requests, ctx.total_num_requests, self.config)  # fmt: skip
-        return decide(_target(ctx), want, ctx.capacity_adjusted_min_replicas,
-                      ctx.capacity_adjusted_max_replicas, ctx.current_time,
-                      ctx.policy_state, self.config)  # fmt: skip
+        return _decide(ctx, want, self.config)
 
 
 class AgentPolicy:
@@ -179,6 +199,51 @@ class AgentPolicy:
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         want = agent_want(ctx.aggregated_metrics, ctx.total_queued_requests,
                           ctx.total_num_requests, self.config)  # fmt: skip
-        return decide(_target(ctx), want, ctx.capacity_adjusted_min_replicas,
-                      ctx.capacity_adjusted_max_replicas, ctx.current_time,
-                      ctx.policy_state, self.config)  # fmt: skip
+        return _decide(ctx, want, self.config)
+
+
+class AgentLLMPolicy:
+    """Serve's application-level ``autoscaling_policy`` for an agent application with
+    its own LLM deployment (kwargs: ``AgentLLMScaling``).
+
+    The agents scale as under ``AgentPolicy``. The LLM scales as under ``LLMPolicy`` or
+    to carry ``llm_sequences_per_turn`` sequences for every turn in progress, whichever
+    asks for more: a backlog of turns queued in the agents scales the model before it
+    reaches the engine's queue. Serve hands it every deployment's context at once.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.config = AgentLLMScaling.model_validate(kwargs)
+
+    def __call__(
+        self, contexts: Mapping[Any, Any]
+    ) -> tuple[dict[Any, int], dict[Any, dict[str, Any]]]:
+        by_name = {getattr(dep, "name", dep): (dep, ctx) for dep, ctx in contexts.items()}
+        decisions: dict[Any, int] = {}
+        states: dict[Any, dict[str, Any]] = {}
+        turns: float | None = None
+        if AGENT_DEPLOYMENT in by_name:
+            dep, ctx = by_name[AGENT_DEPLOYMENT]
+            cfg = self.config.agents
+            turns = agent_load(ctx.aggregated_metrics, ctx.total_queued_requests,
+                               ctx.total_num_requests)  # fmt: skip
+            want = want_for(turns, cfg.target_turns_per_replica, cfg.downscale_headroom)
+            decisions[dep], states[dep] = _decide(ctx, want, cfg)
+        if LLM_DEPLOYMENT in by_name:
+            dep, ctx = by_name[LLM_DEPLOYMENT]
+            cfg_llm = self.config.llm
+            want = llm_want(int(ctx.current_num_replicas), ctx.aggregated_metrics,
+                            ctx.total_queued_requests, ctx.total_num_requests, cfg_llm)  # fmt: skip
+            if turns is not None:
+                sequences = turns * self.config.llm_sequences_per_turn
+                ahead = want_for(sequences, cfg_llm.target_ongoing_per_replica,
+                                 cfg_llm.downscale_headroom)  # fmt: skip
+                want = combine(want, ahead)
+            decisions[dep], states[dep] = _decide(ctx, want, cfg_llm)
+        return decisions, states
+
+
+def _decide(ctx: Any, want: Want, hysteresis: Hysteresis) -> tuple[int, dict[str, Any]]:
+    return decide(_target(ctx), want, ctx.capacity_adjusted_min_replicas,
+                  ctx.capacity_adjusted_max_replicas, ctx.current_time, ctx.policy_state,
+                  hysteresis)  # fmt: skip

@@ -1,7 +1,9 @@
 """Two tiers: unit tests (no Ray) and cluster tests sharing one local Ray + Serve.
 
-The cluster tier is a real multi-node local Ray cluster: a head without node
-labels and a worker labelled ``worker-kind: cpu`` (agents select it). It deploys,
+The cluster tier is a real multi-node local Ray cluster laid out as on KubeRay: a
+head without labels or CPUs (it runs no replicas), a worker labelled ``worker-kind:
+cpu`` (agents and gateways select it) and one labelled ``worker-kind: gpu`` that
+declares logical GPUs (LLM replicas select it and run the CPU engine there). It deploys,
 once per session, the real embedded default (serve_configs/local.yaml: SmolLM2 on
 the CPU engine and the example agents), the tiny random model, and agent
 applications for the tests (scripted stand-in models, a one-replica app, an app on a
@@ -80,6 +82,7 @@ def tiny_app(route_prefix: str | None = "/tiny") -> dict[str, Any]:
         "import_path": "runtime.apps:build_llm_app",
         "args": {
             "model": {"source": "tiny-random", "served_name": TINY_MODEL},
+            "placement": "gpu-worker",
             "engine": {
                 "max_model_len": TINY_MAX_MODEL_LEN,
                 "max_num_seqs": 16,
@@ -155,13 +158,43 @@ SCRIPTED_AGENTS = [
 SESSIONS = {"lease_ttl_s": 3, "poll_interval_s": 0.1}
 ON_CPU_WORKER = {"num_cpus": 0.25, "label_selector": {"worker-kind": "cpu"}}
 PG_DSN_ENV = "RUNTIME_TEST_PG_DSN"
-AUTO_SCALING = {
-    "min_replicas": 1, "max_replicas": 2, "metrics_interval_s": 0.5, "look_back_period_s": 2,
-    "upscale_delay_s": 0, "downscale_delay_s": 0,
-    "policy": {"policy_function": "runtime.autoscaling:AgentPolicy",
-               "policy_kwargs": {"target_turns_per_replica": 2, "upscale_delay_s": 0.5,
-                                 "downscale_delay_s": 3}},
-}  # fmt: skip
+QUICK = {"upscale_delay_s": 0.5, "downscale_delay_s": 3}
+#: Serve's side of an autoscaled test deployment (the runtime's policies decide).
+SCALED_1_TO_2 = {
+    "min_replicas": 1,
+    "max_replicas": 2,
+    "metrics_interval_s": 0.5,
+    "look_back_period_s": 2,
+    "upscale_delay_s": 0,
+    "downscale_delay_s": 0,
+}
+#: KV-cache target of the `kvp` app: the tiny model's tokens take 1 KiB of the CPU
+#: engine's smallest cache (1 GiB), so a few long requests hold ~0.1-0.3 % of it.
+KVP_TARGET = 0.0005
+AUTO_SCALING = {**SCALED_1_TO_2, "policy": {
+    "policy_function": "runtime.autoscaling:AgentPolicy",
+    "policy_kwargs": {"target_turns_per_replica": 2, **QUICK}}}  # fmt: skip
+
+
+def tiny_llm_args(served_name: str) -> dict[str, Any]:
+    args = copy.deepcopy(tiny_app()["args"])
+    args["model"]["served_name"] = served_name
+    return args
+
+
+def llm_apps() -> list[dict[str, Any]]:
+    """An LLM scaled by KV-cache pressure alone (its queue target is out of reach)."""
+    return [{
+        "name": "kvp",
+        "route_prefix": None,
+        "import_path": "runtime.apps:build_llm_app",
+        "args": tiny_llm_args("kvp-tiny"),
+        "deployments": [{"name": "LLMServer", "autoscaling_config": {
+            **SCALED_1_TO_2, "policy": {"policy_function": "runtime.autoscaling:LLMPolicy",
+                                        "policy_kwargs": {"target_ongoing_per_replica": 1000,
+                                                          "kv_cache_target": KVP_TARGET,
+                                                          **QUICK}}}}],
+    }]  # fmt: skip
 
 
 def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
@@ -182,6 +215,30 @@ def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
             },
             "deployments": [{"name": "AgentServer", "ray_actor_options": ON_CPU_WORKER,
                              "autoscaling_config": AUTO_SCALING}],
+        },
+        {
+            # Agents with their own LLM, both scaled by one application-level policy.
+            "name": "duo",
+            "route_prefix": None,
+            "import_path": "runtime.apps:build_agent_app",
+            "args": {
+                "agents": [scripted_agent("scripted-duo")],
+                "sessions": {**SESSIONS, "store": {"kind": "sqlite",
+                                                   "path": str(tmp / "duo.sqlite")}},
+                "llm_server": tiny_llm_args("duo-tiny"),
+            },
+            "autoscaling_policy": {
+                "policy_function": "runtime.autoscaling:AgentLLMPolicy",
+                "policy_kwargs": {
+                    "agents": {"target_turns_per_replica": 2, **QUICK},
+                    "llm": {"target_ongoing_per_replica": 4, "kv_cache_target": 1.0, **QUICK},
+                },
+            },
+            "deployments": [
+                {"name": "AgentServer", "ray_actor_options": ON_CPU_WORKER,
+                 "autoscaling_config": SCALED_1_TO_2},
+                {"name": "LLMServer", "autoscaling_config": SCALED_1_TO_2},
+            ],
         },
         {
             # Serve's back-pressure: one request at a time, one waiting; more are refused.
@@ -231,17 +288,24 @@ def ray_cluster() -> Iterator[Any]:
 
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 3, "include_dashboard": False},
+        # As on KubeRay (`num-cpus: 0`): Serve's controller and proxy only.
+        head_node_args={"num_cpus": 0, "include_dashboard": False},
     )
-    # The CPU worker: agents and gateways select it by label; the head carries none.
-    # Logical CPUs (Ray's accounting, not cores): enough for every test app's replicas,
-    # the LLM replicas that land here, and an autoscaled one.
+    # Logical CPUs and GPUs (Ray's accounting, not cores): enough for every test app's
+    # replicas and the autoscaled ones. Agents and gateways select the CPU worker; LLM
+    # replicas (`placement: gpu-worker`) the GPU worker and a logical GPU each.
     cluster.add_node(num_cpus=6, labels={"worker-kind": "cpu"})
+    cluster.add_node(num_cpus=6, num_gpus=8, labels={"worker-kind": "gpu"})
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
     from ray import serve
 
+    from ray._private import auto_init_hook
+
     serve.shutdown()
+    # The metrics threads of the driver's Serve handles call Ray APIs, which would start
+    # a new connection (ray.init) and then exit this process when its nodes go.
+    auto_init_hook.enable_auto_connect = False
     ray.shutdown()
     cluster.shutdown()
 
@@ -297,10 +361,12 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
     }  # fmt: skip
     agents["deployments"][0].pop("autoscaling_config", None)  # two fixed replicas
     agents["deployments"][0]["num_replicas"] = 2
-    config["applications"] += agent_apps(tmp, postgres_dsn)
+    config["applications"] += agent_apps(tmp, postgres_dsn) + llm_apps()
     # The shipped configs reach the LLM by handle only; the tests also check its own
     # (vLLM's) HTTP routes, so they expose them at /llm.
-    next(a for a in config["applications"] if a["name"] == "llm")["route_prefix"] = "/llm"
+    llm = next(a for a in config["applications"] if a["name"] == "llm")
+    llm["route_prefix"] = "/llm"
+    llm["args"]["placement"] = "gpu-worker"  # `make run`'s one node runs it anywhere
     gateway = next(a for a in config["applications"] if a["name"] == "gateway")
     gateway["args"]["models"].append({"name": TINY_MODEL, "app": "tiny"})
     gateway["args"]["auth"]["keys"] = GATEWAY_KEYS

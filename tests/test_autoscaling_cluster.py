@@ -1,6 +1,7 @@
-"""Autoscaling on the local cluster: a load generator raises the agents' turns, the
-agent deployment (runtime.autoscaling:AgentPolicy) scales up, and back down when the
-load is gone."""
+"""Autoscaling on the local cluster, driven by load generators: the agent deployment
+on its turns (AgentPolicy); an LLM deployment on its engine's queue and, ahead of it,
+on its agents' backlog (AgentLLMPolicy, one policy for an application with both); an
+LLM deployment on KV-cache pressure alone (LLMPolicy). Each scales back down when idle."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import runtime
 from tests.conftest import Stack
 
 
-def _replicas(app: str) -> tuple[int, int]:
+def _replicas(app: str, deployment: str = "AgentServer") -> tuple[int, int]:
     """(running replicas, replicas Serve is starting or running)."""
     from ray import serve
 
-    states = serve.status().applications[app].deployments["AgentServer"].replica_states
+    states = serve.status().applications[app].deployments[deployment].replica_states
     return states.get("RUNNING", 0), sum(states.values())
 
 
@@ -24,34 +25,136 @@ def _wait_for(condition: Any, timeout_s: float, what: str) -> float:
     started = time.monotonic()
     while not condition():
         if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s} s ({_replicas('auto')})")
+            raise AssertionError(f"{what}: not within {timeout_s} s")
         time.sleep(0.2)
     return time.monotonic() - started
+
+
+class Load:
+    """Clients each sending one call after another until stopped."""
+
+    def __init__(self, call: Any, clients: int) -> None:
+        self.results: list[Any] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.results.append(call())
+                except BaseException as exc:  # reported by stop()
+                    self.errors.append(exc)
+                    return
+
+        self._threads = [threading.Thread(target=loop) for _ in range(clients)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> list[Any]:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        assert not self.errors, self.errors[:3]
+        return self.results
 
 
 def test_agents_scale_up_with_turns_and_back_down(stack: Stack) -> None:
     assert _replicas("auto") == (1, 1)
     agent = runtime.connect(app="auto").agent("scripted-auto")
     sessions = [agent.session() for _ in range(6)]
-    answers: list[str] = []
-    stop = threading.Event()
+    sessions_left = iter(sessions)
+    mine = threading.local()
 
-    def load(session: Any) -> None:  # one turn after another until told to stop
-        while not stop.is_set():
-            answers.append(session.invoke("six seconds").answer)
+    def turn() -> str:  # each client keeps one session
+        if not hasattr(mine, "session"):
+            mine.session = next(sessions_left)
+        return str(mine.session.invoke("six seconds").answer)
 
-    threads = [threading.Thread(target=load, args=(s,)) for s in sessions]
-    for t in threads:
-        t.start()
+    load = Load(turn, clients=6)
     try:
         # 6 turns in flight, 2 per replica wanted, max 2 replicas: a second one starts.
         up = _wait_for(lambda: _replicas("auto")[1] == 2, 20, "scale up")
         _wait_for(lambda: _replicas("auto")[0] == 2, 90, "the new replica running")
     finally:
-        stop.set()
-        for t in threads:
-            t.join()
+        answers = load.stop()
     assert answers and set(answers) == {"done"}
     # Idle: back to one after the down delay (3 s) and the metrics' look-back.
     down = _wait_for(lambda: _replicas("auto") == (1, 1), 60, "scale down")
     assert up < 6 and down > 2
+
+
+def _tiny_chat(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0}  # fmt: skip
+
+
+def test_llm_scales_ahead_of_its_agents_backlog(stack: Stack) -> None:
+    """The `duo` application: agents and their own LLM under AgentLLMPolicy. Six turns
+    in progress ask for 6 sequences at 4 per LLM replica: the LLM scales to 2 though
+    no request has reached it (the scripted agent makes no LLM call)."""
+    assert _replicas("duo", "LLMServer") == (1, 1) and _replicas("duo") == (1, 1)
+    agent = runtime.connect(app="duo").agent("scripted-duo")
+    sessions = iter([agent.session() for _ in range(6)])
+    mine = threading.local()
+
+    def turn() -> str:  # each client keeps one session
+        if not hasattr(mine, "session"):
+            mine.session = next(sessions)
+        return str(mine.session.invoke("six seconds").answer)
+
+    load = Load(turn, clients=6)
+    try:
+        _wait_for(lambda: _replicas("duo", "LLMServer")[1] == 2, 20, "the LLM scales up")
+        _wait_for(lambda: _replicas("duo")[1] == 2, 20, "the agents scale up")
+        _wait_for(lambda: _replicas("duo", "LLMServer")[0] == 2, 120, "the new LLM replica")
+    finally:
+        answers = load.stop()
+    assert answers and set(answers) == {"done"}
+    _wait_for(lambda: _replicas("duo", "LLMServer") == (1, 1), 60, "the LLM scales down")
+    _wait_for(lambda: _replicas("duo") == (1, 1), 60, "the agents scale down")
+
+
+def test_llm_scales_on_its_engine_queue(stack: Stack) -> None:
+    """The `duo` LLM under load of its own: 12 clients, 4 sequences per replica wanted."""
+    from ray import serve
+
+    _wait_for(lambda: _replicas("duo", "LLMServer") == (1, 1), 60, "one LLM replica")
+    handle = serve.get_deployment_handle("LLMServer", app_name="duo")
+    body = _tiny_chat("duo-tiny", "Count to a hundred.", max_tokens=200)
+    load = Load(lambda: handle.chat.remote(body).result(), clients=12)
+    try:
+        _wait_for(lambda: _replicas("duo", "LLMServer")[1] == 2, 30, "the LLM scales up")
+        _wait_for(lambda: _replicas("duo", "LLMServer")[0] == 2, 120, "the new LLM replica")
+    finally:
+        replies = load.stop()
+    assert replies and all(r["usage"]["completion_tokens"] == 200 for r in replies)
+    _wait_for(lambda: _replicas("duo", "LLMServer") == (1, 1), 60, "the LLM scales down")
+    assert _replicas("duo") == (1, 1)  # the agents had no turns: they did not move
+
+
+def test_kv_cache_pressure_alone_scales_the_llm(stack: Stack) -> None:
+    """The `kvp` LLM: its queue target (1000 per replica) is out of reach of 3 clients;
+    their long prompts fill more of the KV cache than its target: it scales."""
+    from ray import serve
+
+    from runtime import autoscaling
+    from tests.conftest import KVP_TARGET
+
+    assert _replicas("kvp", "LLMServer") == (1, 1)
+    handle = serve.get_deployment_handle("LLMServer", app_name="kvp")
+    body = _tiny_chat("kvp-tiny", " ".join(["word"] * 120), max_tokens=150)
+    peak = [0.0]
+
+    def call() -> Any:
+        reply = handle.chat.remote(body).result()
+        stats = handle.record_autoscaling_stats.remote().result()
+        peak[0] = max(peak[0], stats[autoscaling.KV_CACHE_USAGE])
+        return reply
+
+    load = Load(call, clients=3)
+    try:
+        _wait_for(lambda: _replicas("kvp", "LLMServer")[1] == 2, 30, "the LLM scales up")
+    finally:
+        load.stop()
+    assert peak[0] > KVP_TARGET  # the engine's own figure went over the target
+    _wait_for(lambda: _replicas("kvp", "LLMServer") == (1, 1), 60, "the LLM scales down")

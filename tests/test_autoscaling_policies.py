@@ -3,7 +3,9 @@ monotone in load, bounded by min and max, no oscillation under a steady load."""
 
 from __future__ import annotations
 
+import copy
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,14 +31,15 @@ def context(
     now: float = 100.0,
     state: dict[str, Any] | None = None,
     target: int | None = None,
+    deployment: DeploymentID = DEPLOYMENT,
 ) -> AutoscalingContext:
-    replicas = [ReplicaID(unique_id=f"r{i}", deployment_id=DEPLOYMENT) for i in range(current)]
+    replicas = [ReplicaID(unique_id=f"r{i}", deployment_id=deployment) for i in range(current)]
     metrics = {
         name: {replicas[i]: v for i, v in enumerate(values)}
         for name, values in (per_replica or {}).items()
     }
     return AutoscalingContext(
-        deployment_id=DEPLOYMENT, deployment_name="LLMServer", app_name="llm",
+        deployment_id=deployment, deployment_name=deployment.name, app_name=deployment.app_name,
         current_num_replicas=current, running_replicas=replicas,
         target_num_replicas=current if target is None else target,
         total_num_requests=requests, total_queued_requests=queued,
@@ -185,6 +188,86 @@ def test_a_steady_load_settles_without_oscillating(start: int, load: float) -> N
     assert history[-1] == history[-10]  # settled
 
 
+DUO_AGENTS = DeploymentID(name="AgentServer", app_name="duo")
+DUO_LLM = DeploymentID(name="LLMServer", app_name="duo")
+DUO = a.AgentLLMPolicy(
+    agents={"target_turns_per_replica": 4, "upscale_delay_s": 1},
+    llm={"target_ongoing_per_replica": 8, "upscale_delay_s": 1, "downscale_delay_s": 5},
+)
+
+
+def duo(
+    agents: int,
+    turns: tuple[float, float],
+    llm: int,
+    llm_running: float,
+    *,
+    now: float = 0.0,
+    states: dict[DeploymentID, dict[str, Any]] | None = None,
+    llm_min: int = 1,
+) -> dict[DeploymentID, AutoscalingContext]:
+    """Contexts of an agent application with its own LLM: (running, queued) turns."""
+    states = states or {}
+    running, queued = turns
+    return {
+        DUO_AGENTS: context(agents, {a.TURNS_RUNNING: [running / agents] * agents,
+                                     a.TURNS_QUEUED: [queued / agents] * agents},
+                            now=now, state=states.get(DUO_AGENTS), deployment=DUO_AGENTS),
+        DUO_LLM: context(llm, engine(llm, llm_running / llm) if llm else None, now=now,
+                         state=states.get(DUO_LLM), deployment=DUO_LLM, min_replicas=llm_min),
+    }  # fmt: skip
+
+
+def test_app_policy_scales_the_llm_ahead_of_the_agents_backlog() -> None:
+    """Turns queue in the agents while the engine has one sequence: the LLM scales for
+    the sequences those turns will ask for, before they reach it."""
+    decisions, states = DUO(duo(1, (4, 12), 1, llm_running=1))
+    assert decisions == {DUO_AGENTS: 1, DUO_LLM: 1}  # both wait out upscale_delay_s
+    decisions, states = DUO(duo(1, (4, 12), 1, llm_running=1, now=1.0, states=states))
+    # 16 turns: 4 agent replicas at 4 each; 16 sequences ahead: 2 LLM replicas at 8 each.
+    assert decisions == {DUO_AGENTS: 4, DUO_LLM: 2}
+    alone, _ = a.LLMPolicy(**DUO.config.llm.model_dump())(
+        duo(1, (4, 12), 1, llm_running=1, now=1.0, states=states)[DUO_LLM]
+    )
+    assert alone == 1  # by its own queue the LLM would not have moved
+
+
+def test_app_policy_turn_share_and_the_llms_own_signals() -> None:
+    light = a.AgentLLMPolicy(llm_sequences_per_turn=0.25, llm={"upscale_delay_s": 0})
+    decisions, _ = light(duo(1, (4, 12), 1, llm_running=1))
+    assert decisions[DUO_LLM] == 1  # 16 turns x 0.25 = 4 sequences: one replica
+    decisions, _ = light(duo(1, (0, 0), 1, llm_running=30))
+    assert decisions[DUO_LLM] == 4  # the engine's own queue still counts
+
+
+def test_app_policy_keeps_the_llm_while_the_backlog_lasts() -> None:
+    states: dict[DeploymentID, dict[str, Any]] = {}
+    for now in range(0, 30, 5):  # the engine idles, 12 turns wait: 12 / (8 * 0.7) > 2
+        decisions, states = DUO(duo(3, (0, 12), 2, llm_running=0, now=now, states=states))
+        assert decisions[DUO_LLM] == 2
+    decisions, states = DUO(duo(3, (0, 0), 2, llm_running=0, now=30, states=states))
+    decisions, states = DUO(duo(3, (0, 0), 2, llm_running=0, now=35, states=states))
+    assert decisions[DUO_LLM] == 1  # backlog gone for downscale_delay_s
+
+
+def test_app_policy_wakes_a_scaled_to_zero_llm_at_once() -> None:
+    decisions, _ = DUO(duo(1, (1, 0), 0, llm_running=0, llm_min=0))
+    assert decisions[DUO_LLM] == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(turns=loads, llm=st.integers(1, 8), running=loads, kv=st.floats(0, 1))
+def test_app_policy_never_gives_the_llm_less_than_its_own_signals(
+    turns: float, llm: int, running: float, kv: float
+) -> None:
+    ctx = duo(2, (turns, 0), llm, llm_running=running, now=10.0)
+    ctx[DUO_LLM] = context(llm, engine(llm, running / llm, kv=kv), now=10.0,
+                           deployment=DUO_LLM)  # fmt: skip
+    policy = a.AgentLLMPolicy(llm={"upscale_delay_s": 0, "downscale_delay_s": 0})
+    alone = a.LLMPolicy(upscale_delay_s=0, downscale_delay_s=0)(ctx[DUO_LLM])[0]
+    assert policy(ctx)[0][DUO_LLM] >= alone
+
+
 def test_serve_config_check_of_the_policies() -> None:
     import yaml
 
@@ -201,3 +284,67 @@ def test_serve_config_check_of_the_policies() -> None:
         check_serve_config(config, "local.yaml")
     assert "target_turns_per_replicas" in str(err.value)
     assert "upscale_delay_s: set it to 0" in str(err.value)
+
+
+def _duo_config() -> dict[str, Any]:
+    """local.yaml plus the test cluster's `duo` application (agents with their own LLM)."""
+    import yaml
+
+    from tests.conftest import SERVE_CONFIGS, agent_apps
+
+    config = yaml.safe_load((SERVE_CONFIGS / "local.yaml").read_text())
+    duo_app = next(x for x in agent_apps(Path("/tmp"), "") if x["name"] == "duo")
+    config["applications"].append(copy.deepcopy(duo_app))  # its dicts are shared
+    return config
+
+
+def _duo(config: dict[str, Any]) -> dict[str, Any]:
+    return next(x for x in config["applications"] if x["name"] == "duo")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda d: d["args"].pop("llm_server"),
+         "AgentLLMPolicy scales an agent application with its own LLM"),
+        (lambda d: d["deployments"].pop(1), "needs an `autoscaling_config` (min_replicas, "
+         "max_replicas, delays 0) for LLMServer"),
+        (lambda d: d["deployments"][1]["autoscaling_config"].update(downscale_delay_s=600),
+         "applications[3].deployments[1].autoscaling_config.downscale_delay_s: set it to 0"),
+        (lambda d: d["autoscaling_policy"]["policy_kwargs"]["agents"].update(target=3),
+         "applications[3].autoscaling_policy.policy_kwargs.agents.target"),
+        (lambda d: d["autoscaling_policy"].update(
+            policy_function="runtime.autoscaling:LLMPolicy"), "is a deployment's policy"),
+        (lambda d: d["deployments"][0]["autoscaling_config"].update(policy={
+            "policy_function": "runtime.autoscaling:AgentLLMPolicy"}),
+         "is an application-level policy"),
+        (lambda d: d["deployments"][1].update(ray_actor_options={"num_cpus": 1}),
+         "applications[3].deployments[1].ray_actor_options: an LLM deployment's placement"),
+    ],
+)  # fmt: skip
+def test_serve_config_check_of_the_application_policy(edit: Any, expected: str) -> None:
+    from runtime.config import ConfigError, check_serve_config
+
+    config = _duo_config()
+    check_serve_config(config, "duo")
+    edit(_duo(config))
+    with pytest.raises(ConfigError) as err:
+        check_serve_config(config, "duo")
+    assert expected in str(err.value)
+
+
+def test_gateways_and_agents_reach_an_applications_own_llm() -> None:
+    from runtime.config import ConfigError, check_serve_config
+
+    config = _duo_config()
+    gateway = next(x for x in config["applications"] if x["name"] == "gateway")
+    gateway["args"]["models"].append({"name": "duo-tiny", "app": "duo", "deployment": "LLMServer"})
+    _duo(config)["args"]["agents"].append(
+        {"name": "direct", "factory": "runtime.agents.examples:planner",
+         "llm": {"app": "duo", "model": "duo-tiny"}}
+    )  # fmt: skip
+    check_serve_config(config, "duo")
+    gateway["args"]["models"][-1]["deployment"] = "AgentServer"
+    with pytest.raises(ConfigError) as err:
+        check_serve_config(config, "duo")
+    assert "application 'duo' has no LLM deployment 'AgentServer'" in str(err.value)

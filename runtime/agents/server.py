@@ -30,7 +30,9 @@ class AgentServer:
         result = await handle.invoke.remote("default", "assistant", info.id, "Hi")
     """
 
-    async def __init__(self, config: dict[str, Any]) -> None:  # type: ignore[misc]
+    async def __init__(self, config: dict[str, Any], *companions: Any) -> None:  # type: ignore[misc]
+        # `companions`: handles of deployments bound into this application (its own
+        # LLMServer); agents reach them by name like any other deployment.
         self._service = await AgentService.open(AgentAppConfig.model_validate(config))
 
     async def __del__(self) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from runtime.config.llm import StrictModel
+from runtime.config.llm import LLMAppConfig, StrictModel
 
 _IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
@@ -187,10 +187,18 @@ class SessionsConfig(StrictModel):
 
 
 class AgentAppConfig(StrictModel):
-    """The agents of one application, served by one deployment (`AgentServer`)."""
+    """The agents of one application, served by one deployment (`AgentServer`), and
+    optionally their own LLM deployment (`LLMServer`) in the same application."""
 
     agents: list[AgentSpec] = Field(min_length=1)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    llm_server: LLMAppConfig | None = Field(
+        default=None,
+        description="An LLM deployment (`LLMServer`, the args of build_llm_app) in this "
+        "application, so that one application-level policy "
+        "(runtime.autoscaling:AgentLLMPolicy) scales it ahead of the agents' backlog. "
+        "Agents and gateways reach it as `{app: <this application>, deployment: LLMServer}`.",
+    )  # fmt: skip
 
     @field_validator("agents")
     @classmethod

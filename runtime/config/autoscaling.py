@@ -57,3 +57,19 @@ class AgentScaling(Hysteresis):
         gt=0,
         description="Turns in progress (running or waiting for a busy session) per replica.",
     )
+
+
+class AgentLLMScaling(StrictModel):
+    """``runtime.autoscaling:AgentLLMPolicy``, an application-level policy (the
+    application's ``autoscaling_policy``) for an agent application with its own LLM
+    deployment (``llm_server``): each deployment by its own signals, and the LLM also
+    by the agents' backlog, before that backlog reaches the engine."""
+
+    agents: AgentScaling = Field(default_factory=AgentScaling)
+    llm: LLMScaling = Field(default_factory=LLMScaling)
+    llm_sequences_per_turn: float = Field(
+        default=1.0, gt=0, le=64,
+        description="LLM sequences one agent turn in progress (running or queued) is "
+        "expected to hold: 1 when turns mostly wait on the model, less when they spend "
+        "their time in tools, more when a turn calls the model in parallel.",
+    )  # fmt: skip

@@ -15,10 +15,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from runtime.config.agents import AgentAppConfig, ServeLLM
-from runtime.config.autoscaling import AgentScaling, LLMScaling
+from runtime.config.autoscaling import AgentLLMScaling, AgentScaling, LLMScaling
 from runtime.config.errors import ConfigError, unknown_keys, validation_problems
 from runtime.config.gateway import GatewayAppConfig
 from runtime.config.llm import LLMAppConfig
+from runtime.config.placement import CPU_WORKER, WORKER_KIND
 
 #: import_path of each builder of this project -> the model of its ``args``.
 APP_ARGS_MODELS: dict[str, type[BaseModel]] = {
@@ -60,6 +61,7 @@ def check_serve_config(data: Any, source: str = "<serve config>") -> Any:
                 for p in validation_problems(err, model, ("applications", i, "args"))
             ]
     problems += _policy_kwargs(data)
+    problems += _placement(data)
     if not problems:
         problems += _references(checked)
     if problems:
@@ -100,11 +102,21 @@ def _references(apps: dict[str, BaseModel]) -> list[str]:
                             f"{_builder(kind)}")  # fmt: skip
         return target
 
+    def expect_llm(app: str, deployment: str, where: str) -> None:
+        """An LLM application, or an agent application with its own ``llm_server``."""
+        target = apps.get(app)
+        own = isinstance(target, AgentAppConfig) and target.llm_server is not None
+        if not own and not isinstance(expect(app, LLMAppConfig, where), LLMAppConfig):
+            return  # reported by expect()
+        if deployment != "LLMServer":
+            problems.append(f"{where}: application '{app}' has no LLM deployment "
+                            f"'{deployment}' (it is `LLMServer`)")  # fmt: skip
+
     for name, config in apps.items():
         if isinstance(config, GatewayAppConfig):
             for m in config.models:
                 if m.app is not None:
-                    expect(m.app, LLMAppConfig, f"application '{name}': model '{m.name}'")
+                    expect_llm(m.app, m.deployment, f"application '{name}': model '{m.name}'")
             for agent_app in config.agent_apps:
                 expect(agent_app, AgentAppConfig, f"application '{name}': agent_apps")
         elif isinstance(config, AgentAppConfig):
@@ -114,7 +126,7 @@ def _references(apps: dict[str, BaseModel]) -> list[str]:
                 if not isinstance(llm, ServeLLM):
                     continue
                 if llm.gateway is None:
-                    expect(llm.app, LLMAppConfig, where)
+                    expect_llm(llm.app, llm.deployment, where)
                     continue
                 gateway = expect(llm.gateway, GatewayAppConfig, where)
                 if isinstance(gateway, GatewayAppConfig) and llm.model not in {
@@ -134,6 +146,21 @@ POLICY_KWARGS_MODELS: dict[str, type[BaseModel]] = {
     "runtime.autoscaling:LLMPolicy": LLMScaling,
     "runtime.autoscaling:AgentPolicy": AgentScaling,
 }
+#: Application-level ones (an application's ``autoscaling_policy``).
+APP_POLICY_KWARGS_MODELS: dict[str, type[BaseModel]] = {
+    "runtime.autoscaling:AgentLLMPolicy": AgentLLMScaling,
+}
+
+
+def _serve_delays(scaling: dict[str, Any], where: str, policy: str) -> list[str]:
+    """Serve wraps a custom policy in its own delays: they must be 0 under ours."""
+    return [
+        f"{where}.autoscaling_config.{knob}: set it to 0 with {policy}: Serve would delay "
+        "the policy's decisions by its own timers (30 s and 600 s by default); the "
+        f"policy's `policy_kwargs` `{knob}` applies instead"
+        for knob in ("upscale_delay_s", "downscale_delay_s")
+        if scaling.get(knob) != 0
+    ]
 
 
 def _policy_kwargs(data: dict[str, Any]) -> list[str]:
@@ -142,24 +169,104 @@ def _policy_kwargs(data: dict[str, Any]) -> list[str]:
     for i, app in enumerate(data.get("applications") or []):
         if not isinstance(app, dict):
             continue
+        app_policy = app.get("autoscaling_policy") or {}
+        app_function = str(app_policy.get("policy_function", ""))
         for j, deployment in enumerate(app.get("deployments") or []):
             policy = ((deployment or {}).get("autoscaling_config") or {}).get("policy") or {}
-            model = POLICY_KWARGS_MODELS.get(str(policy.get("policy_function", "")))
+            function = str(policy.get("policy_function", ""))
+            where = f"applications[{i}].deployments[{j}]"
+            if function in APP_POLICY_KWARGS_MODELS:
+                problems.append(f"{where}.autoscaling_config.policy: {function} is an "
+                                "application-level policy: set it as the application's "
+                                "`autoscaling_policy`")  # fmt: skip
+            model = POLICY_KWARGS_MODELS.get(function)
             if model is None:
                 continue
-            where = ("applications", i, "deployments", j, "autoscaling_config", "policy",
-                     "policy_kwargs")  # fmt: skip
-            scaling = deployment["autoscaling_config"]
-            for knob in ("upscale_delay_s", "downscale_delay_s"):
-                if scaling.get(knob) != 0:
-                    problems.append(
-                        f"applications[{i}].deployments[{j}].autoscaling_config.{knob}: set "
-                        f"it to 0 with {policy['policy_function']}: Serve would delay the "
-                        "policy's decisions by its own timers (30 s and 600 s by default); "
-                        f"the policy's `policy_kwargs.{knob}` applies instead"
-                    )
+            problems += _serve_delays(deployment["autoscaling_config"], where, function)
             try:
                 model.model_validate(policy.get("policy_kwargs") or {})
             except ValidationError as err:
-                problems += validation_problems(err, model, where)
+                problems += validation_problems(err, model, (
+                    "applications", i, "deployments", j, "autoscaling_config", "policy",
+                    "policy_kwargs"))  # fmt: skip
+        if app_function in POLICY_KWARGS_MODELS:
+            problems.append(f"applications[{i}].autoscaling_policy: {app_function} is a "
+                            "deployment's policy: set it in that deployment's "
+                            "`autoscaling_config.policy`")  # fmt: skip
+        if app_function in APP_POLICY_KWARGS_MODELS:
+            problems += _app_policy(i, app, app_function)
+    return problems
+
+
+def _app_policy(i: int, app: dict[str, Any], function: str) -> list[str]:
+    """``AgentLLMPolicy``: an agent application with its own LLM, both autoscaled."""
+    model = APP_POLICY_KWARGS_MODELS[function]
+    where = f"applications[{i}]"
+    problems: list[str] = []
+    try:
+        model.model_validate(app["autoscaling_policy"].get("policy_kwargs") or {})
+    except ValidationError as err:
+        problems += validation_problems(err, model, ("applications", i, "autoscaling_policy",
+                                                     "policy_kwargs"))  # fmt: skip
+    if app.get("import_path") != _builder(AgentAppConfig) or not (app.get("args") or {}).get(
+        "llm_server"
+    ):
+        problems.append(f"{where}.autoscaling_policy: {function} scales an agent "
+                        f"application with its own LLM: {_builder(AgentAppConfig)} with "
+                        "`args.llm_server`")  # fmt: skip
+    deployments = {str((d or {}).get("name")): (j, d or {})
+                   for j, d in enumerate(app.get("deployments") or [])}  # fmt: skip
+    for name in ("AgentServer", "LLMServer"):
+        if name not in deployments or not deployments[name][1].get("autoscaling_config"):
+            problems.append(f"{where}.deployments: {function} needs an `autoscaling_config` "
+                            f"(min_replicas, max_replicas, delays 0) for {name}")  # fmt: skip
+            continue
+        j, deployment = deployments[name]
+        problems += _serve_delays(deployment["autoscaling_config"],
+                                  f"{where}.deployments[{j}]", function)  # fmt: skip
+    return problems
+
+
+_PLACEMENT_KEYS = ("ray_actor_options", "placement_group_bundles", "placement_group_strategy",
+                   "placement_group_bundle_label_selector")  # fmt: skip
+
+
+def _placement(data: dict[str, Any]) -> list[str]:
+    """Serve replaces a builder's actor options with the config's: keep the placement.
+
+    An LLM deployment's options come from its ``args`` (the engine's environment, the
+    GPUs, the node label); an agent or gateway deployment that sets ``ray_actor_options``
+    must keep the CPU workers' label in them.
+    """
+    problems: list[str] = []
+    for i, app in enumerate(data.get("applications") or []):
+        if not isinstance(app, dict):
+            continue
+        builder = str(app.get("import_path", ""))
+        if builder not in APP_ARGS_MODELS:
+            continue
+        for j, deployment in enumerate(app.get("deployments") or []):
+            if not isinstance(deployment, dict):
+                continue
+            where = f"applications[{i}].deployments[{j}]"
+            if APP_ARGS_MODELS[builder] is LLMAppConfig or deployment.get("name") == "LLMServer":
+                problems += [
+                    f"{where}.{key}: an LLM deployment's placement and resources come from "
+                    "its `args` (`placement`, `num_cpus`, `accelerator`, "
+                    "`engine.tensor_parallel_size`); Serve would replace the engine's "
+                    "environment and GPUs the builder sets with these. Remove it."
+                    for key in _PLACEMENT_KEYS if key in deployment
+                ]  # fmt: skip
+                continue
+            actor = deployment.get("ray_actor_options")
+            if not isinstance(actor, dict):
+                continue
+            selector = actor.get("label_selector") or {}
+            if selector.get(WORKER_KIND) != CPU_WORKER[WORKER_KIND]:
+                problems.append(
+                    f"{where}.ray_actor_options.label_selector: must hold "
+                    f"`{WORKER_KIND}: {CPU_WORKER[WORKER_KIND]}` (agent and gateway "
+                    "replicas run on CPU workers only; these options replace the "
+                    "builder's, which carry that label)"
+                )
     return problems

@@ -170,6 +170,10 @@ class LLMServer:
         from runtime.llm.gpu import gpu_memory_used_fraction
 
         s = self._stats.snapshot()
+        if self._engine.output_processor.get_num_unfinished_requests() == 0:
+            # The engine records figures only while it steps: the last ones, taken
+            # during the final step, would keep an idle replica looking busy.
+            s.running, s.waiting, s.kv_cache_usage = 0, 0, 0.0
         stats = {
             autoscaling.ENGINE_RUNNING: float(s.running),
             autoscaling.ENGINE_WAITING: float(s.waiting),
