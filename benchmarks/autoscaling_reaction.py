@@ -1,9 +1,9 @@
-"""Reaction to a step in load: the runtime's agent policy against Serve's default policy.
+"""Reaction to a step in load: the runtime's policies against Serve's default policy.
 
-One local Ray cluster (the node labelled ``worker-kind: cpu``), two agent applications
-with the same scripted agent (each turn waits 1 s: an agent waiting on its LLM; four
-turns at a time per replica, so that more wait for a replica), both
-``min_replicas: 1, max_replicas: 3``:
+``--deployment agents`` (the default). One local Ray cluster (the node labelled
+``worker-kind: cpu``), two agent applications with the same scripted agent (each turn
+waits 1 s: an agent waiting on its LLM; four turns at a time per replica, so that more
+wait for a replica), both ``min_replicas: 1, max_replicas: 3``:
 
 - ``runtime``: ``runtime.autoscaling:AgentPolicy`` (4 turns per replica, up after 1 s,
   metrics every 0.5 s over 2 s; the knobs the docs recommend for agents);
@@ -16,12 +16,18 @@ another through deployment handles. Measured from the step: the time to the scal
 decision (Serve starts a replica), to the new replica serving (running), and turn
 latency over time. Results: JSON and a PNG plot under ``benchmarks/results/``.
 
-    .venv/bin/python benchmarks/autoscaling_reaction.py
+``--deployment llm``: the same with two LLM applications (the tiny random model on the
+CPU engine, 1 to 3 replicas), ``runtime.autoscaling:LLMPolicy`` (4 sequences per
+replica) against Serve's default (``target_ongoing_requests: 4``); each client sends
+chat completions of 64 tokens one after another (``..._llm.*`` results).
+
+    .venv/bin/python benchmarks/autoscaling_reaction.py [--deployment llm]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -58,6 +64,42 @@ POLICIES: dict[str, dict[str, Any]] = {
     },
     "serve-default": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4},
 }  # fmt: skip
+LLM_POLICIES: dict[str, dict[str, Any]] = {
+    "runtime": {
+        **POLICIES["runtime"],
+        "policy": {"policy_function": "runtime.autoscaling:LLMPolicy",
+                   "policy_kwargs": {"target_ongoing_per_replica": 4, "upscale_delay_s": 1,
+                                     "downscale_delay_s": 10}},
+    },
+    "serve-default": POLICIES["serve-default"],
+}  # fmt: skip
+LLM_BODY = {"model": "tiny-random", "messages": [{"role": "user", "content": "Go on."}],
+            "max_tokens": 64, "ignore_eos": True, "temperature": 0}  # fmt: skip
+
+
+def llm_app(name: str, scaling: dict[str, Any], _store: Path) -> dict[str, Any]:
+    return {
+        "name": name,
+        "route_prefix": None,
+        "import_path": "runtime.apps:build_llm_app",
+        "args": {"model": {"source": "tiny-random"}, "num_cpus": 0.1,
+                 "engine": {"max_model_len": 256, "max_num_seqs": 16}},
+        "deployments": [{"name": "LLMServer", "autoscaling_config": scaling}],
+    }  # fmt: skip
+
+
+def agent_clients(name: str, clients: int) -> list[Any]:
+    import runtime
+
+    agent = runtime.connect(app=name).agent("worker")
+    return [functools.partial(agent.session().invoke, "go") for _ in range(clients)]
+
+
+def llm_clients(name: str, clients: int) -> list[Any]:
+    from ray import serve
+
+    handle = serve.get_deployment_handle("LLMServer", app_name=name)
+    return [lambda: handle.chat.remote(LLM_BODY).result() for _ in range(clients)]
 
 
 def app(name: str, scaling: dict[str, Any], store: Path) -> dict[str, Any]:
@@ -77,18 +119,23 @@ def app(name: str, scaling: dict[str, Any], store: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def replica_counts(name: str) -> tuple[int, int]:
+#: --deployment -> (deployment name, policies, application, clients, result file stem).
+KINDS: dict[str, tuple[str, dict[str, dict[str, Any]], Any, Any, str]] = {
+    "agents": ("AgentServer", POLICIES, app, agent_clients, "autoscaling_reaction"),
+    "llm": ("LLMServer", LLM_POLICIES, llm_app, llm_clients, "autoscaling_reaction_llm"),
+}
+
+
+def replica_counts(name: str, deployment: str) -> tuple[int, int]:
     from ray import serve
 
-    states = serve.status().applications[name].deployments["AgentServer"].replica_states
+    states = serve.status().applications[name].deployments[deployment].replica_states
     return states.get("RUNNING", 0), states.get("STARTING", 0) + states.get("RUNNING", 0)
 
 
-def run_phase(name: str, base_s: float, step_s: float, clients: int) -> dict[str, Any]:
-    import runtime
-
-    agent = runtime.connect(app=name).agent("worker")
-    sessions = [agent.session() for _ in range(clients)]
+def run_phase(name: str, kind: str, base_s: float, step_s: float, clients: int) -> dict[str, Any]:
+    deployment, _, _, make_clients, _ = KINDS[kind]
+    calls = make_clients(name, clients)
     turns: list[tuple[float, float]] = []  # (start relative to the step, latency)
     samples: list[tuple[float, int, int]] = []
     active = threading.Semaphore(0)
@@ -96,15 +143,15 @@ def run_phase(name: str, base_s: float, step_s: float, clients: int) -> dict[str
     started = time.monotonic()
     step_at = started + base_s
 
-    def client(session: Any, first: bool) -> None:
+    def client(call: Any, first: bool) -> None:
         if not first:
             active.acquire()  # joins at the step
         while not stop.is_set():
             t0 = time.monotonic()
-            session.invoke("go")
+            call()
             turns.append((t0 - step_at, time.monotonic() - t0))
 
-    threads = [threading.Thread(target=client, args=(s, i == 0)) for i, s in enumerate(sessions)]
+    threads = [threading.Thread(target=client, args=(c, i == 0)) for i, c in enumerate(calls)]
     for t in threads:
         t.start()
     stepped = False
@@ -115,7 +162,7 @@ def run_phase(name: str, base_s: float, step_s: float, clients: int) -> dict[str
             for _ in range(clients - 1):
                 active.release()
             stepped = True
-        running, total = replica_counts(name)
+        running, total = replica_counts(name, deployment)
         samples.append((now - step_at, running, total))
         time.sleep(0.25)
     stop.set()
@@ -142,7 +189,7 @@ def run_phase(name: str, base_s: float, step_s: float, clients: int) -> dict[str
     }
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
+def plot(results: dict[str, Any], path: Path, what: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,8 +208,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
         bottom.plot(xs, [statistics.median(window[x]) for x in xs], marker="o", label=name)
     top.set_ylabel("replicas")
     top.legend(fontsize=8)
-    top.set_title("Agent deployment: a step from 1 to 12 clients at t = 0")
-    bottom.set_ylabel("turn latency p50 (s, 2 s bins)")
+    clients = results["load"]["clients"]
+    top.set_title(f"{what} deployment: a step from 1 to {clients} clients at t = 0")
+    bottom.set_ylabel("call latency p50 (s, 2 s bins)")
     bottom.set_xlabel("seconds from the step")
     bottom.legend(fontsize=8)
     for ax in (top, bottom):
@@ -178,7 +226,9 @@ def main() -> int:
     parser.add_argument("--step-s", type=float, default=60)
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results")
+    parser.add_argument("--deployment", choices=sorted(KINDS), default="agents")
     ns = parser.parse_args()
+    _, policies, build, _, stem = KINDS[ns.deployment]
 
     import ray
     from ray import serve
@@ -192,38 +242,40 @@ def main() -> int:
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "ray": ray.__version__},
-        "load": {"base_s": ns.base_s, "step_s": ns.step_s, "clients": ns.clients,
-                 "turn_s": 1.0},
+        "load": {"deployment": ns.deployment, "base_s": ns.base_s, "step_s": ns.step_s,
+                 "clients": ns.clients,
+                 **({"turn_s": 1.0} if ns.deployment == "agents" else {"max_tokens": 64})},
         "policies": {},
     }  # fmt: skip
     try:
-        for name, scaling in POLICIES.items():
+        for name, scaling in policies.items():
             config = {"proxy_location": "HeadOnly",
                       "http_options": {"host": "127.0.0.1", "port": free_port()},
-                      "applications": [app(name, scaling, tmp / f"{name}.sqlite")]}  # fmt: skip
+                      "applications": [build(name, scaling, tmp / f"{name}.sqlite")]}  # fmt: skip
             deploy_config(config, source="benchmark", timeout_s=300, wait_for_http=False)
             print(f"[{name}] step load", flush=True)
-            results["policies"][name] = run_phase(name, ns.base_s, ns.step_s, ns.clients)
+            results["policies"][name] = run_phase(name, ns.deployment, ns.base_s, ns.step_s,
+                                                  ns.clients)  # fmt: skip
             serve.delete(name)
     finally:
         serve.shutdown()
         ray.shutdown()
     ns.out.mkdir(parents=True, exist_ok=True)
-    plot(results, ns.out / "autoscaling_reaction.png")
-    (ns.out / "autoscaling_reaction.json").write_text(json.dumps(results) + "\n")
-    (ns.out / "autoscaling_reaction.md").write_text(render(results))
-    print(render(results))
+    plot(results, ns.out / f"{stem}.png", "Agent" if ns.deployment == "agents" else "LLM")
+    (ns.out / f"{stem}.json").write_text(json.dumps(results) + "\n")
+    (ns.out / f"{stem}.md").write_text(render(results, stem))
+    print(render(results, stem))
     return 0
 
 
-def render(results: dict[str, Any]) -> str:
+def render(results: dict[str, Any], stem: str) -> str:
     lines = [
         "# Autoscaling reaction to a load step (benchmarks/autoscaling_reaction.py)",
         "",
         f"Machine: {results['machine']}; load: {results['load']}.",
         "",
         "| policy | decision after step (s) | new replica serving (s) | max replicas "
-        "| turn p50 before (s) | turn p50 after (s) | turn p95 after (s) |",
+        "| call p50 before (s) | call p50 after (s) | call p95 after (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, p in results["policies"].items():
@@ -232,7 +284,7 @@ def render(results: dict[str, Any]) -> str:
             f"| {p['turn_p50_before_step_s']} | {p['turn_p50_after_step_s']} "
             f"| {p['turn_p95_after_step_s']} |"
         )
-    lines += ["", "![replicas and latency](autoscaling_reaction.png)"]
+    lines += ["", f"![replicas and latency]({stem}.png)"]
     return "\n".join(lines) + "\n"
 
 
