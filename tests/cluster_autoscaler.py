@@ -13,8 +13,9 @@ must go. Prints one JSON line with what it saw; exit status 0 when all of it hel
 ``example.yaml`` is missing, and the ``fake_multinode`` provider type reads its defaults
 from it) and its ``start()`` runs ``ray stop --force``, which would kill every Ray on the
 machine (the test session's cluster too). This script writes its own config, names the
-fake provider's class as an ``external`` provider, starts the head with ``ray start --block`` on a free port, and on exit
-kills only the processes of its own cluster (those that name its GCS address).
+fake provider's class as an ``external`` provider, starts the head with ``ray start
+--block`` on a free port, and on exit kills only the processes of its own cluster
+(those that name its GCS address).
 
     python -m tests.cluster_autoscaler [--idle-timeout-s 6]
 """
@@ -48,8 +49,7 @@ def autoscaling_config(gcs_address: str, idle_timeout_s: float) -> dict[str, Any
             # The fake provider as an "external" one: the "fake_multinode" type loads
             # its defaults from the example.yaml the 2.60 wheel lacks.
             "type": "external",
-            "module": "ray.autoscaler._private.fake_multi_node.node_provider."
-            "FakeMultiNodeProvider",
+            "module": "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider",
             "use_node_id_as_ip": True,
             "disable_node_updaters": True,
             "disable_launch_config_check": True,

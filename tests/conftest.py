@@ -299,7 +299,6 @@ def ray_cluster() -> Iterator[Any]:
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
     from ray import serve
-
     from ray._private import auto_init_hook
 
     serve.shutdown()
