@@ -37,9 +37,13 @@ def kill_replicas(app: str) -> int:
     return killed
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float = 30, what: str = "", interval_s: float = 0.05
+) -> float:
+    """Poll until ``predicate()`` holds; the seconds it took."""
+    started = time.monotonic()
     while not predicate():
-        if time.monotonic() > deadline:
+        if time.monotonic() - started > timeout_s:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval_s)
+    return time.monotonic() - started

@@ -144,21 +144,12 @@ def worker_nodes() -> dict[str, list[str]]:
     return kinds
 
 
-def wait(condition: Any, timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(0.5)
-    return round(time.monotonic() - started, 1)
-
-
 def scenario(gcs_address: str, idle_timeout_s: float) -> dict[str, Any]:
     import ray
     from ray import serve
 
     from runtime.deploy import deploy_config
-    from tests.agent_helpers import replicas
+    from tests.agent_helpers import replicas, wait_for
 
     ray.init(address=gcs_address, log_to_driver=False)
     seen: dict[str, Any] = {"workers_before": worker_nodes()}
@@ -175,9 +166,9 @@ def scenario(gcs_address: str, idle_timeout_s: float) -> dict[str, Any]:
     }
     serve.delete("agents")
     serve.delete("llm")
-    seen["workers_removed_after_s"] = wait(
-        lambda: worker_nodes() == {}, idle_timeout_s + 120, "idle workers removed"
-    )
+    removed = wait_for(lambda: worker_nodes() == {}, idle_timeout_s + 120,
+                       "idle workers removed", interval_s=0.5)  # fmt: skip
+    seen["workers_removed_after_s"] = round(removed, 1)
     serve.shutdown()
     ray.shutdown()
     return seen
@@ -212,7 +203,9 @@ def main() -> int:
     os.environ["RAY_AUTH_MODE"] = "disabled"
     result: dict[str, Any] = {}
     try:
-        wait(lambda: _gcs_up(gcs_address), 60, "the head")
+        from tests.agent_helpers import wait_for
+
+        wait_for(lambda: _gcs_up(gcs_address), 60, "the head", interval_s=0.5)
         result = scenario(gcs_address, ns.idle_timeout_s)
         result["ok"] = result["workers_serving"] == {"cpu": 1, "gpu": 1} and result["placed"] == {
             "agents": [True],

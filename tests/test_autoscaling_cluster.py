@@ -6,10 +6,10 @@ LLM deployment on KV-cache pressure alone (LLMPolicy). Each scales back down whe
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import runtime
+from tests.agent_helpers import wait_for
 from tests.conftest import Stack
 
 
@@ -22,12 +22,7 @@ def _replicas(app: str, deployment: str = "AgentServer") -> tuple[int, int]:
 
 
 def _wait_for(condition: Any, timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(0.2)
-    return time.monotonic() - started
+    return wait_for(condition, timeout_s, what, interval_s=0.2)
 
 
 class Load:
@@ -58,19 +53,23 @@ class Load:
         return self.results
 
 
-def test_agents_scale_up_with_turns_and_back_down(stack: Stack) -> None:
-    assert _replicas("auto") == (1, 1)
-    agent = runtime.connect(app="auto").agent("scripted-auto")
-    sessions = [agent.session() for _ in range(6)]
-    sessions_left = iter(sessions)
+def turns(app: str, agent: str, clients: int) -> Load:
+    """Clients each holding a session and sending six-second turns one after another."""
+    handle = runtime.connect(app=app).agent(agent)
+    sessions = iter([handle.session() for _ in range(clients)])
     mine = threading.local()
 
-    def turn() -> str:  # each client keeps one session
+    def turn() -> str:
         if not hasattr(mine, "session"):
-            mine.session = next(sessions_left)
+            mine.session = next(sessions)
         return str(mine.session.invoke("six seconds").answer)
 
-    load = Load(turn, clients=6)
+    return Load(turn, clients)
+
+
+def test_agents_scale_up_with_turns_and_back_down(stack: Stack) -> None:
+    assert _replicas("auto") == (1, 1)
+    load = turns("auto", "scripted-auto", clients=6)
     try:
         # 6 turns in flight, 2 per replica wanted, max 2 replicas: a second one starts.
         up = _wait_for(lambda: _replicas("auto")[1] == 2, 20, "scale up")
@@ -93,16 +92,7 @@ def test_llm_scales_ahead_of_its_agents_backlog(stack: Stack) -> None:
     in progress ask for 6 sequences at 4 per LLM replica: the LLM scales to 2 though
     no request has reached it (the scripted agent makes no LLM call)."""
     assert _replicas("duo", "LLMServer") == (1, 1) and _replicas("duo") == (1, 1)
-    agent = runtime.connect(app="duo").agent("scripted-duo")
-    sessions = iter([agent.session() for _ in range(6)])
-    mine = threading.local()
-
-    def turn() -> str:  # each client keeps one session
-        if not hasattr(mine, "session"):
-            mine.session = next(sessions)
-        return str(mine.session.invoke("six seconds").answer)
-
-    load = Load(turn, clients=6)
+    load = turns("duo", "scripted-duo", clients=6)
     try:
         _wait_for(lambda: _replicas("duo", "LLMServer")[1] == 2, 20, "the LLM scales up")
         _wait_for(lambda: _replicas("duo")[1] == 2, 20, "the agents scale up")
