@@ -92,6 +92,29 @@ class SessionStore(ABC):
     async def delete(self, session_id: str) -> bool:
         return await self._execute("DELETE FROM runtime_sessions WHERE id = ?", (session_id,)) > 0
 
+    async def prune(self, idle_before: float, dry_run: bool = False) -> list[str]:
+        """Delete the sessions (and their checkpoints) last used before ``idle_before``
+        and running no turn; the ids deleted (or, with ``dry_run``, that would be).
+
+        Each is deleted only if it is still idle at that moment: a session that starts a
+        turn meanwhile stays.
+        """
+        idle = "updated_at < ? AND (run_id IS NULL OR COALESCE(lease_until, 0) < ?)"
+        rows = await self._fetch(
+            f"SELECT id FROM runtime_sessions WHERE {idle} ORDER BY updated_at",
+            (idle_before, time.time()),
+        )
+        ids = [str(r["id"]) for r in rows]
+        if dry_run:
+            return ids
+        deleted = []
+        for session_id in ids:
+            if await self._execute(f"DELETE FROM runtime_sessions WHERE id = ? AND {idle}",
+                                   (session_id, idle_before, time.time())):  # fmt: skip
+                await self.checkpointer.adelete_thread(session_id)
+                deleted.append(session_id)
+        return deleted
+
     async def acquire(self, session_id: str, run_id: str, ttl_s: float) -> bool:
         """Take the session's lease for ``run_id`` unless a live turn holds it."""
         now = time.time()

@@ -1,0 +1,116 @@
+"""The periodic clean-up (`python -m runtime sessions prune`, the cluster's RayCronJob):
+sessions idle for N days go with their checkpoints; running, recent ones stay; a dry
+run changes nothing. On SQLite, and on a real PostgreSQL started by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.agents.store import SessionStore, open_store
+from runtime.config.agents import PostgresStore, SqliteStore
+from tests.conftest import REPO
+
+DAY = 86400.0
+
+
+async def seed(store: SessionStore) -> None:
+    """old (40 days idle), old-running (40 days, a live turn), recent (1 day)."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    now = time.time()
+    for sid, age in (("old", 40), ("old-running", 40), ("recent", 1)):
+        await store.create(sid, "assistant", "t")
+        await store.checkpointer.aput(cfg(sid), empty_checkpoint(), {}, {})
+        await store._execute("UPDATE runtime_sessions SET updated_at = ? WHERE id = ?",
+                             (now - age * DAY, sid))  # fmt: skip
+    assert await store.acquire("old-running", "run-1", ttl_s=600)
+    await store._execute("UPDATE runtime_sessions SET updated_at = ? WHERE id = ?",
+                         (now - 40 * DAY, "old-running"))  # fmt: skip
+
+
+def cfg(session_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": session_id, "checkpoint_ns": ""}}
+
+
+async def state(store: SessionStore) -> dict[str, tuple[bool, bool]]:
+    """Session id -> (row present, checkpoint present)."""
+    return {
+        sid: (await store.get(sid) is not None,
+              await store.checkpointer.aget_tuple(cfg(sid)) is not None)
+        for sid in ("old", "old-running", "recent")
+    }  # fmt: skip
+
+
+async def scenario(config: Any) -> None:
+    store = await open_store(config)
+    try:
+        await seed(store)
+        before = await state(store)
+        assert before == {"old": (True, True), "old-running": (True, True),
+                          "recent": (True, True)}  # fmt: skip
+        idle_before = time.time() - 30 * DAY
+        assert await store.prune(idle_before, dry_run=True) == ["old"]
+        assert await state(store) == before
+        assert await store.prune(idle_before) == ["old"]
+        assert await state(store) == {"old": (False, False), "old-running": (True, True),
+                                      "recent": (True, True)}  # fmt: skip
+        # The turn ends: the session is idle again, but used just now.
+        await store.release("old-running", "run-1")
+        assert await store.prune(idle_before) == []
+    finally:
+        await store.close()
+
+
+def test_prune_on_sqlite(tmp_path: Path) -> None:
+    asyncio.run(scenario(SqliteStore(kind="sqlite", path=str(tmp_path / "s.sqlite"))))
+
+
+def test_prune_on_postgres(postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS prune_test")
+        conn.execute("CREATE DATABASE prune_test")
+    monkeypatch.setenv("PRUNE_TEST_DSN", postgres_dsn.rsplit("/", 1)[0] + "/prune_test")
+    asyncio.run(scenario(PostgresStore(kind="postgres", dsn_env="PRUNE_TEST_DSN")))
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runtime", "sessions", "prune", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def test_the_command(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+
+    async def prepare() -> None:
+        store = await open_store(SqliteStore(kind="sqlite", path=str(path)))
+        await seed(store)
+        await store.close()
+
+    asyncio.run(prepare())
+    dry = run_cli("--sqlite", str(path), "--idle-days", "30", "--dry-run")
+    assert dry.returncode == 0 and "would delete 1" in dry.stdout, dry.stderr
+    done = run_cli("--sqlite", str(path), "--idle-days", "30")
+    assert done.returncode == 0 and "deleted 1" in done.stdout, done.stderr
+    again = run_cli("--sqlite", str(path), "--idle-days", "30")
+    assert "deleted 0" in again.stdout
+
+
+def test_bad_input_is_refused_and_changes_nothing() -> None:
+    unset = run_cli("--postgres-dsn-env", "NO_SUCH_DSN_VAR", "--idle-days", "30",
+                    env={"NO_SUCH_DSN_VAR": ""})  # fmt: skip
+    assert unset.returncode == 2 and "$NO_SUCH_DSN_VAR" in unset.stderr
+    zero = run_cli("--sqlite", "/nonexistent/s.sqlite", "--idle-days", "0")
+    assert zero.returncode == 2 and "--idle-days must be more than 0" in zero.stderr
+    neither = run_cli("--idle-days", "3")
+    assert neither.returncode == 2 and "one of the arguments" in neither.stderr
