@@ -27,6 +27,54 @@ def _cmd_check(ns: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_kuberay(ns: argparse.Namespace) -> int:
+    from runtime import kuberay
+
+    try:
+        stale = kuberay.generate(check=ns.check)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    for path in stale:
+        print(f"{path}: {'stale (run `python -m runtime kuberay`)' if ns.check else 'written'}")
+    if not stale:
+        print("kuberay serve configs: up to date")
+    return 1 if ns.check and stale else 0
+
+
+def _cmd_sessions_prune(ns: argparse.Namespace) -> int:
+    """Delete sessions idle for ``--idle-days`` (the cluster's periodic clean-up job)."""
+    import asyncio
+    import time
+
+    from runtime.agents.store import open_store
+    from runtime.config.agents import PostgresStore, SqliteStore, StoreConfig
+
+    if ns.idle_days <= 0:
+        print("--idle-days must be more than 0", file=sys.stderr)
+        return 2
+    config: StoreConfig
+    if ns.postgres_dsn_env:
+        if not os.environ.get(ns.postgres_dsn_env):
+            print(f"${ns.postgres_dsn_env} (the PostgreSQL DSN) is not set", file=sys.stderr)
+            return 2
+        config = PostgresStore(kind="postgres", dsn_env=ns.postgres_dsn_env)
+    else:
+        config = SqliteStore(kind="sqlite", path=str(ns.sqlite))
+
+    async def prune() -> list[str]:
+        store = await open_store(config)
+        try:
+            return await store.prune(time.time() - ns.idle_days * 86400, dry_run=ns.dry_run)
+        finally:
+            await store.close()
+
+    ids = asyncio.run(prune())
+    verb = "would delete" if ns.dry_run else "deleted"
+    print(f"sessions idle for {ns.idle_days:g} days: {verb} {len(ids)}")
+    return 0
+
+
 def _cmd_models(ns: argparse.Namespace) -> int:
     from runtime.models.sources import prepare_local_model
 
@@ -148,6 +196,11 @@ def _cmd_keys(ns: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    ns = parser().parse_args(argv)
+    return int(ns.func(ns))
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -175,11 +228,24 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("configs", type=Path, nargs="+")
     check.set_defaults(func=_cmd_check)
 
+    gen = sub.add_parser("kuberay", help="generate the serve configs of the KubeRay manifests")
+    gen.add_argument("--check", action="store_true", help="only report stale files (exit 1)")
+    gen.set_defaults(func=_cmd_kuberay)
+
     models = sub.add_parser("models", help="manage locally built models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     prepare = models_sub.add_parser("prepare", help="build models into the cache (idempotent)")
     prepare.add_argument("names", nargs="+", choices=["smollm2", "tiny-random"])
     prepare.set_defaults(func=_cmd_models)
 
-    ns = parser.parse_args(argv)
-    return int(ns.func(ns))
+    sessions = sub.add_parser("sessions", help="the agents' session store")
+    sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
+    prune = sessions_sub.add_parser("prune", help="delete sessions idle for N days")
+    where = prune.add_mutually_exclusive_group(required=True)
+    where.add_argument("--postgres-dsn-env", metavar="NAME",
+                       help="environment variable holding the PostgreSQL DSN")  # fmt: skip
+    where.add_argument("--sqlite", type=Path, metavar="FILE", help="a SQLite session store")
+    prune.add_argument("--idle-days", type=float, required=True)
+    prune.add_argument("--dry-run", action="store_true", help="count them, delete nothing")
+    prune.set_defaults(func=_cmd_sessions_prune)
+    return parser

@@ -33,5 +33,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 
+# Checkov (the static scan of kuberay/ and Dockerfile.gpu) in a venv of its own: its
+# pins (packaging, networkx, ...) would displace vLLM's.
+CHECKOV=checkov==3.3.30
+if [ "$(cat .venv/checkov/.stamp 2>/dev/null)" != "$CHECKOV" ]; then
+  echo "setup: installing $CHECKOV into .venv/checkov"
+  "$PYTHON" -m venv .venv/checkov
+  .venv/checkov/bin/python -m pip --quiet install "$CHECKOV"
+  echo "$CHECKOV" >.venv/checkov/.stamp
+fi
+
 export RUNTIME_CACHE_DIR=${RUNTIME_CACHE_DIR:-$PWD/.cache}
 .venv/bin/python -m runtime models prepare smollm2 tiny-random
