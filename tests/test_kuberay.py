@@ -419,3 +419,32 @@ def test_the_one_off_job_is_the_nightly_one() -> None:
     assert not errors, [e.message for e in errors[:3]]
     (cron,) = of_kind("prod", "RayCronJob")
     assert job["spec"] == cron["spec"]["jobTemplate"]  # the same spec, image included
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_cluster_config_has_the_tested_layout(env: str) -> None:
+    """The tests deploy serve_configs/local.yaml (the CPU engine, small models); the
+    RayService's config must be that same runtime: the same applications, builders,
+    agents and routes, only models and sizes differ."""
+    local = yaml.safe_load((REPO / "serve_configs/local.yaml").read_text())
+    cluster = yaml.safe_load(rayservice(env)["spec"]["serveConfigV2"])
+
+    def layout(config: dict[str, Any]) -> list[tuple[Any, ...]]:
+        rows = []
+        for app in config["applications"]:
+            args = app["args"]
+            rows.append((app["name"], app["import_path"], app.get("route_prefix"),
+                         tuple(a["name"] for a in args.get("agents", [])),
+                         tuple(args.get("agent_apps", [])),
+                         tuple(d["name"] for d in app.get("deployments", []))))  # fmt: skip
+        return rows
+
+    assert layout(cluster) == layout(local)
+
+
+def test_the_canary_gateway_class_is_the_one_prod_names() -> None:
+    gateway_class = yaml.safe_load((REPO / "kuberay/cluster/gatewayclass.istio.yaml").read_text())
+    assert gateway_class["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert gateway_class["kind"] == "GatewayClass" and gateway_class["spec"]["controllerName"]
+    options = rayservice("prod")["spec"]["upgradeStrategy"]["clusterUpgradeOptions"]
+    assert options["gatewayClassName"] == gateway_class["metadata"]["name"]
