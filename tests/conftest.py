@@ -75,14 +75,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def tiny_app(route_prefix: str | None = "/tiny") -> dict[str, Any]:
-    return {
+def tiny_app(
+    route_prefix: str | None = "/tiny", placement: str | None = "gpu-worker"
+) -> dict[str, Any]:
+    """The tiny model's application; on the test cluster's GPU worker by default
+    (``placement=None``: the builder's default, any node, as on `make run`'s one node)."""
+    app = {
         "name": "tiny",
         "route_prefix": route_prefix,
         "import_path": "runtime.apps:build_llm_app",
         "args": {
             "model": {"source": "tiny-random", "served_name": TINY_MODEL},
-            "placement": "gpu-worker",
             "engine": {
                 "max_model_len": TINY_MAX_MODEL_LEN,
                 "max_num_seqs": 16,
@@ -91,6 +94,9 @@ def tiny_app(route_prefix: str | None = "/tiny") -> dict[str, Any]:
             },
         },
     }
+    if placement is not None:
+        app["args"]["placement"] = placement
+    return app
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def test_run_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     config = {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
-        "applications": [tiny_app(route_prefix="/")],
+        "applications": [tiny_app(route_prefix="/", placement=None)],  # one node: any
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
