@@ -1,4 +1,5 @@
-"""The gateway's metrics, by tenant (Ray's metrics export: one scrape per node).
+"""The gateway's metrics, by tenant (Ray's metrics export: one scrape per node; Ray
+prefixes the names with ``ray_``; docs/observability.md).
 
 Labels are bounded: tenants and key ids come from the config (or a token's tenant
 claim), routes are route templates (never a session id), models are configured names.

@@ -117,7 +117,10 @@ class _Observe:
 
         async def observed_send(message: Any) -> None:
             if message["type"] == "http.response.start":
-                gateway = getattr(app.state, "gateway", None)
+                # The app serving this request (Serve builds the replica's app from
+                # this module's one: the module's own `app` holds no gateway there).
+                owner = scope.get("app") or app
+                gateway = getattr(owner.state, "gateway", None)
                 if gateway is not None:
                     route = getattr(scope.get("route"), "path", "unmatched")
                     tenant = (scope.get("state") or {}).get("tenant", "-")
