@@ -113,6 +113,9 @@ def _cmd_run(ns: argparse.Namespace) -> int:
             include_dashboard=False,
             log_to_driver=ns.verbose,
             labels=dict(CPU_WORKER),  # agents select CPU workers; this node is one
+            # Ray's metrics (the runtime's, Serve's, vLLM's) for Prometheus to scrape:
+            # docs/observability.md.
+            _metrics_export_port=ns.metrics_port,
         )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -208,6 +211,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", type=Path)
     run.add_argument("--address", default=None, help="an existing Ray cluster (default: new)")
     run.add_argument("--verbose", action="store_true", help="stream replica logs to the terminal")
+    run.add_argument("--metrics-port", type=int, default=8080,
+                     help="a new local cluster's metrics port for Prometheus")  # fmt: skip
     run.add_argument(
         "--ingress",
         choices=["proxy", "haproxy"],

@@ -44,6 +44,7 @@ from runtime.agents.errors import (
     SessionExistsError,
     SessionNotFoundError,
 )
+from runtime.agents.metrics import AgentMetrics, StageTimer
 from runtime.agents.protocol import (
     Message,
     RunEvent,
@@ -87,6 +88,8 @@ class _Agent:
 class _Turn:
     run_id: str
     session_id: str
+    agent: str = ""
+    tenant: str = ""
     events: asyncio.Queue[RunEvent | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     reason: str | None = None
@@ -141,6 +144,7 @@ class AgentService:
         self._turns: dict[str, _Turn] = {}
         self._queued = 0  # turns waiting in _acquire for a busy session
         self._heartbeat: asyncio.Task[None] | None = None
+        self.metrics = AgentMetrics.for_replica()
 
     @classmethod
     async def open(
@@ -168,6 +172,9 @@ class AgentService:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         await self.store.close()
+
+    def _count_running(self, agent: str) -> None:
+        self.metrics.set_running(agent, sum(t.agent == agent for t in self._turns.values()))
 
     # -- sessions ----------------------------------------------------------------
 
@@ -280,13 +287,14 @@ class AgentService:
                 f"{entry.spec.max_input_chars}"
             )
         await self._owned(tenant, agent, session_id)
-        turn = _Turn(run_id=uuid.uuid4().hex, session_id=session_id)
+        turn = _Turn(run_id=uuid.uuid4().hex, session_id=session_id, agent=agent, tenant=tenant)
         self._queued += 1
         try:
             await self._acquire(entry.spec, turn)
         finally:
             self._queued -= 1
         self._turns[turn.run_id] = turn
+        self._count_running(agent)
         context = contextvars.copy_context()  # the run's LLM calls count for its tenant
         context.run(current_tenant.set, tenant)
         turn.task = asyncio.create_task(
@@ -353,7 +361,7 @@ class AgentService:
         config: dict[str, Any] = {
             "configurable": {"thread_id": turn.session_id},
             "recursion_limit": budgets.max_steps,
-            "callbacks": [tokens],
+            "callbacks": [tokens, StageTimer(self.metrics, agent.spec.name)],
         }
         steps, answer = 0, ""
         calls: list[ToolCall] = []
@@ -439,6 +447,13 @@ class AgentService:
         # message never finds the session busy with the turn that just ended.
         turn.finished = True
         self._turns.pop(turn.run_id, None)
+        self._count_running(turn.agent)
+        self.metrics.turn_ended(
+            turn.agent, turn.tenant,
+            "ok" if outcome.type == "final" else str((outcome.error or {}).get("type", "error")),
+            time.monotonic() - started, steps, tokens.usage.input_tokens,
+            tokens.usage.output_tokens,
+        )  # fmt: skip
         try:
             await asyncio.shield(self.store.release(turn.session_id, turn.run_id))
         except Exception as exc:  # the lease lapses on its own after lease_ttl_s

@@ -12,6 +12,7 @@ Handle (no HTTP hop): ``chat`` / ``completions`` return a response dict;
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -69,7 +70,9 @@ class LLMServer:
         self._engine = AsyncLLM.from_vllm_config(
             vllm_config,
             usage_context=UsageContext.OPENAI_API_SERVER,
-            stat_loggers=[self._stats.factory],
+            # The engine's figures for the autoscaling policy, and vLLM's own metrics
+            # (TTFT, TPOT, queue, KV cache, tokens) through Ray's metrics export.
+            stat_loggers=[self._stats.factory, _ray_prometheus_logger()],
             enable_log_requests=False,  # requests hold prompts: never logged
             disable_log_stats=False,
         )
@@ -182,6 +185,7 @@ class LLMServer:
         gpu = gpu_memory_used_fraction()
         if gpu is not None:
             stats[autoscaling.GPU_MEMORY_USED] = gpu
+            _gpu_gauge().set(gpu)
         return stats
 
     async def engine_stats(self) -> dict[str, float]:
@@ -215,6 +219,22 @@ class LLMServer:
             # A caller that stops reading (or is cancelled) closes this generator;
             # closing vLLM's generator aborts the engine request and frees its KV cache.
             await result.aclose()
+
+
+def _ray_prometheus_logger() -> Any:
+    from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+    return RayPrometheusStatLogger
+
+
+@functools.cache
+def _gpu_gauge() -> Any:
+    """``runtime_llm_gpu_memory_used_fraction``: NVML's figure for the replica's GPUs."""
+    from ray.serve import metrics
+
+    return metrics.Gauge(
+        "runtime_llm_gpu_memory_used_fraction", "Share of the replica's GPU memory in use."
+    )
 
 
 def _parse(request_cls: type[Any], body: dict[str, Any], *, stream: bool) -> Any:

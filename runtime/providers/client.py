@@ -27,6 +27,7 @@ from runtime import _env, _sse
 from runtime.config.providers import ProviderConfig
 from runtime.llm.errors import LLMError
 from runtime.providers.circuit import CircuitBreaker
+from runtime.providers.metrics import provider_metrics
 
 logger = logging.getLogger("ray.serve")
 
@@ -133,8 +134,10 @@ class ProviderClient:
         """Run ``attempt_once`` under the retry policy and the circuit breaker."""
         retries = self.config.retries
         last = "no attempt was made"
+        metrics = provider_metrics()
         for attempt in range(1, retries.max_attempts + 1):
             if not self.breaker.allow():
+                metrics.attempt(self.name, "circuit_open", attempt, self.breaker.state)
                 raise ProviderUnavailableError(
                     f"provider {self.name!r} is unavailable: its circuit is open after "
                     f"repeated failures (next try in {self.breaker.retry_in():.1f} s)"
@@ -143,6 +146,7 @@ class ProviderClient:
                 result = await attempt_once()
             except _Retryable as err:
                 self.breaker.record_failure()
+                metrics.attempt(self.name, "retryable", attempt, self.breaker.state)
                 last = err.reason
                 logger.warning(
                     "provider %s attempt %d/%d failed: %s",
@@ -153,11 +157,13 @@ class ProviderClient:
                 continue
             except LLMError:
                 self.breaker.record_success()  # the provider answered; the request was bad
+                metrics.attempt(self.name, "rejected", attempt, self.breaker.state)
                 raise
             except BaseException:
                 self.breaker.abandon()
                 raise
             self.breaker.record_success()
+            metrics.attempt(self.name, "ok", attempt, self.breaker.state)
             return result
         raise ProviderUnavailableError(
             f"provider {self.name!r} failed {retries.max_attempts} attempt(s); last: {last}"

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, Protocol
 
 from runtime.providers.client import ProviderUnavailableError
+from runtime.providers.metrics import provider_metrics
 
 Method = Literal["chat", "completions"]
 
@@ -43,6 +44,11 @@ class FallbackChain:
         #: The target that answered the last call (for tests; the reply's `model` says it).
         self.last_target: str | None = None
 
+    def _answered(self, name: str, failures: list[str]) -> None:
+        self.last_target = name
+        if failures:  # the first target failed: count the fallback
+            provider_metrics().fallback(self.targets[0].name, name)
+
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self.call("chat", body)
 
@@ -57,7 +63,7 @@ class FallbackChain:
             except ProviderUnavailableError as err:
                 failures.append(f"{target.name}: {err.message}")
                 continue
-            self.last_target = target.name
+            self._answered(target.name, failures)
             return reply
         raise ProviderUnavailableError(_exhausted(failures))
 
@@ -68,12 +74,12 @@ class FallbackChain:
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
-                self.last_target = target.name
+                self._answered(target.name, failures)
                 return
             except ProviderUnavailableError as err:
                 failures.append(f"{target.name}: {err.message}")
                 continue
-            self.last_target = target.name
+            self._answered(target.name, failures)
             try:
                 yield first
                 async for chunk in stream:

@@ -1,0 +1,120 @@
+"""The agents' metrics (Ray's metrics export: one scrape per node; Ray prefixes
+``ray_``). Labels are bounded: agents, tenants, tools and error types come from the
+config and the runtime's own error classes, never a session or run id.
+
+    runtime_agent_runs_total{agent, tenant, outcome}     outcome: ok or an error type
+    runtime_agent_run_seconds{agent}                     (histogram) a turn, end to end
+    runtime_agent_run_steps{agent}                       (histogram) graph steps per turn
+    runtime_agent_stage_seconds{agent, stage}            (histogram) stage: llm, tool
+    runtime_agent_tokens_total{agent, tenant, direction} direction: input, output
+    runtime_agent_turns_running{agent}                   (gauge) turns running here
+
+Outside a Serve replica (unit tests, scripts) nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import AsyncCallbackHandler
+
+from runtime._metrics import SECONDS as _SECONDS
+from runtime._metrics import serve_metrics
+
+_STEPS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
+
+
+class AgentMetrics:
+    """Recorders for one replica; every method is a no-op when ``enabled`` is False."""
+
+    def __init__(self, metrics: Any | None) -> None:
+        self.enabled = metrics is not None
+        if metrics is None:
+            return
+        self.runs = metrics.Counter(
+            "runtime_agent_runs_total", "Agent turns by outcome.",
+            tag_keys=("agent", "tenant", "outcome"),
+        )  # fmt: skip
+        self.run_seconds = metrics.Histogram(
+            "runtime_agent_run_seconds", "Agent turns, end to end.",
+            boundaries=_SECONDS, tag_keys=("agent",),
+        )  # fmt: skip
+        self.steps = metrics.Histogram(
+            "runtime_agent_run_steps", "Graph steps per agent turn.",
+            boundaries=_STEPS, tag_keys=("agent",),
+        )  # fmt: skip
+        self.stage_seconds = metrics.Histogram(
+            "runtime_agent_stage_seconds", "LLM calls and tool calls inside agent turns.",
+            boundaries=_SECONDS, tag_keys=("agent", "stage"),
+        )  # fmt: skip
+        self.tokens = metrics.Counter(
+            "runtime_agent_tokens_total", "LLM tokens of agent turns.",
+            tag_keys=("agent", "tenant", "direction"),
+        )  # fmt: skip
+        self.running = metrics.Gauge(
+            "runtime_agent_turns_running", "Agent turns running on this replica.",
+            tag_keys=("agent",),
+        )  # fmt: skip
+
+    @classmethod
+    def for_replica(cls) -> AgentMetrics:
+        return cls(serve_metrics())
+
+    def turn_ended(self, agent: str, tenant: str, outcome: str, seconds: float, steps: int,
+                   input_tokens: int, output_tokens: int) -> None:  # fmt: skip
+        if not self.enabled:
+            return
+        self.runs.inc(tags={"agent": agent, "tenant": tenant, "outcome": outcome})
+        self.run_seconds.observe(seconds, tags={"agent": agent})
+        self.steps.observe(steps, tags={"agent": agent})
+        for direction, count in (("input", input_tokens), ("output", output_tokens)):
+            if count > 0:
+                self.tokens.inc(count, tags={"agent": agent, "tenant": tenant,
+                                             "direction": direction})  # fmt: skip
+
+    def stage(self, agent: str, stage: str, seconds: float) -> None:
+        if self.enabled:
+            self.stage_seconds.observe(seconds, tags={"agent": agent, "stage": stage})
+
+    def set_running(self, agent: str, count: int) -> None:
+        if self.enabled:
+            self.running.set(count, tags={"agent": agent})
+
+
+class StageTimer(AsyncCallbackHandler):
+    """Times a turn's LLM calls and tool calls (LangChain callbacks, by callback run id)."""
+
+    def __init__(self, metrics: AgentMetrics, agent: str) -> None:
+        self.metrics = metrics
+        self.agent = agent
+        self._started: dict[UUID, tuple[str, float]] = {}
+
+    def _start(self, run_id: UUID, stage: str) -> None:
+        self._started[run_id] = (stage, time.monotonic())
+
+    def _end(self, run_id: UUID) -> None:
+        started = self._started.pop(run_id, None)
+        if started is not None:
+            self.metrics.stage(self.agent, started[0], time.monotonic() - started[1])
+
+    async def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID,
+                                  **kwargs: Any) -> None:  # fmt: skip
+        self._start(run_id, "llm")
+
+    async def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id)
+
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id)
+
+    async def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID,
+                            **kwargs: Any) -> None:  # fmt: skip
+        self._start(run_id, "tool")
+
+    async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id)
+
+    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id)
