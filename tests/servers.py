@@ -132,3 +132,49 @@ def _wait_for_postgres(dsn: str, timeout_s: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+@contextmanager
+def prometheus(port: int, targets: list[str], rule_files: list[Path] = ()) -> Iterator[str]:  # type: ignore[assignment]
+    """Debian's Prometheus on 127.0.0.1:port scraping ``targets`` every second; yields
+    its base URL."""
+    import httpx
+    import yaml
+
+    server = shutil.which("prometheus")
+    if server is None:
+        _missing("Prometheus", "prometheus")
+        raise AssertionError("unreachable")
+    root = Path(tempfile.mkdtemp(prefix="runtime-prometheus-"))
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [{"job_name": "ray", "static_configs": [{"targets": targets}]}],
+    }
+    (root / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = (root / "log").open("wb")
+    process = subprocess.Popen(
+        [server, f"--config.file={root / 'prometheus.yml'}",
+         f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {(root / 'log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("prometheus did not get ready in 30 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -15,12 +15,22 @@ import openai
 import pytest
 import yaml
 
+from .agent_helpers import wait_for
 from .conftest import REPO, TINY_MODEL, free_port, tiny_app
+
+
+def _metrics(port: int) -> str:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return ""
 
 
 @pytest.mark.cluster
 def test_run_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     config = {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -30,7 +40,8 @@ def test_run_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime", "run", str(path), "--ingress", "haproxy"],
+        [sys.executable, "-m", "runtime", "run", str(path), "--ingress", "haproxy",
+         "--metrics-port", str(metrics_port)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: list[str] = []
@@ -62,6 +73,9 @@ def test_run_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             )
         )  # fmt: skip
         assert chunks[-1].choices[0].finish_reason == "length"
+        # Prometheus can scrape the local stack: the engine's metrics, through Ray.
+        wait_for(lambda: "ray_vllm_time_to_first_token_seconds" in _metrics(metrics_port),
+                 60, "vLLM's metrics on the metrics port", interval_s=1)  # fmt: skip
     finally:
         proc.send_signal(signal.SIGINT)
         try:

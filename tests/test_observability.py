@@ -1,0 +1,114 @@
+"""Metrics as operators get them: a real Prometheus (Debian's, started here) scrapes
+every node's Ray metrics port of the local stack, and after traffic through the
+gateway, PromQL answers for the gateway, the agents, the LLM engine (vLLM's own
+metrics through Ray) and Serve, with bounded labels only."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+import runtime
+from tests.conftest import KEY_B, TINY_MODEL, Stack, free_port
+
+HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@pytest.fixture(scope="module")
+def prom(ray_cluster: Any, stack: Stack) -> Iterator[str]:
+    from tests.servers import prometheus
+
+    targets = [f"127.0.0.1:{port}" for port in ray_cluster.metrics_ports]
+    with prometheus(free_port(), targets) as url:
+        yield url
+
+
+def query(url: str, promql: str) -> list[dict[str, Any]]:
+    reply = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=10).json()
+    assert reply["status"] == "success", reply
+    return list(reply["data"]["result"])
+
+
+def eventually(url: str, promql: str, timeout_s: float = 60) -> list[dict[str, Any]]:
+    """The query's series once one has a value above 0 (Ray exports every few seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = query(url, promql)
+        if any(float(s["value"][1]) > 0 for s in found):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no series with a value for {promql} in {timeout_s} s")
+        time.sleep(1)
+
+
+def test_metrics_of_every_stage_reach_prometheus(stack: Stack, prom: str) -> None:
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY_B, timeout=60)
+    client.chat.completions.create(model=TINY_MODEL, max_tokens=4,
+                                   messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+    result = runtime.connect(stack.url, api_key=KEY_B).agent("scripted").session().invoke("add")
+    assert result.answer == "2+3=5"
+
+    requests = eventually(prom, 'ray_runtime_gateway_requests_total{tenant="tenant-b"}')
+    assert {"/v1/chat/completions", "/v1/agents/{agent}/sessions/{session_id}/invoke"} <= {
+        s["metric"]["route"] for s in requests
+    }
+    eventually(prom, 'ray_runtime_gateway_llm_tokens_total{tenant="tenant-b"}')
+    eventually(prom, 'ray_runtime_agent_runs_total{agent="scripted",tenant="tenant-b",'
+                     'outcome="ok"}')  # fmt: skip
+    eventually(prom, 'ray_runtime_agent_stage_seconds_count{agent="scripted",stage="tool"}')
+    eventually(prom, 'ray_runtime_agent_stage_seconds_count{agent="scripted",stage="llm"}')
+    eventually(prom, 'ray_runtime_agent_run_steps_count{agent="scripted"}')
+    # The engine's own figures, exported by vLLM's Ray stat logger.
+    ttft = eventually(
+        prom, f'ray_vllm_time_to_first_token_seconds_count{{model_name="{TINY_MODEL}"}}'
+    )
+    assert ttft
+    eventually(prom, f'ray_vllm_generation_tokens_total{{model_name="{TINY_MODEL}"}}')
+    eventually(prom, "ray_vllm_request_success_total")
+    # Serve's own, with the same scrape.
+    eventually(prom, "ray_serve_num_http_requests_total")
+
+
+def test_labels_are_bounded(stack: Stack, prom: str) -> None:
+    """No session, run or request id becomes a label of the runtime's metrics."""
+    eventually(prom, "ray_runtime_agent_runs_total")
+    allowed = {
+        "__name__", "tenant", "route", "status", "limit", "model", "agent", "outcome",
+        "stage", "direction", "provider", "failed", "answered", "le",
+        # Ray's and Serve's own.
+        "Component", "NodeAddress", "SessionName", "Version", "WorkerId", "application",
+        "deployment", "replica", "instance", "job", "otel_scope_name", "otel_scope_schema_url",
+        "otel_scope_version",
+    }  # fmt: skip
+    series = query(prom, '{__name__=~"ray_runtime_.*"}')
+    assert series
+    for s in series:
+        labels = s["metric"]
+        assert set(labels) <= allowed, labels
+        for key in ("tenant", "route", "agent", "model"):
+            assert not HEX_ID.match(labels.get(key, "")), labels
+
+
+def test_every_dashboard_and_alert_expression_runs(stack: Stack, prom: str) -> None:
+    """Prometheus parses and evaluates each of them against the stack's series."""
+    from tests.test_observability_rules import alert_exprs, dashboard_exprs
+
+    for expr in dashboard_exprs() + alert_exprs():
+        promql = expr.replace("$__rate_interval", "1m")
+        reply = httpx.get(f"{prom}/api/v1/query", params={"query": promql}, timeout=10).json()
+        assert reply["status"] == "success", (expr, reply)
+    # And rates move: more traffic on a series Prometheus has already seen (a series
+    # first seen at its current value has no increase yet).
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY_B, timeout=60)
+    series = 'ray_runtime_gateway_requests_total{route="/v1/models",tenant="tenant-b"}'
+    client.models.list()
+    eventually(prom, series)
+    for _ in range(3):
+        client.models.list()
+    eventually(prom, f"sum(increase({series}[10m]))")
