@@ -299,6 +299,8 @@ def test_network_policies_deny_by_default_and_open_only_what_is_needed(env: str)
             # The dashboard and the Ray client port: the operator's dashboard calls only.
             if 8265 in ports:
                 assert name == "dashboard-from-operator", name
+            # Ray's client port (full control of the cluster) is opened to no one: this
+            # fails the day a policy lists 10001 among its ports.
             assert 10001 not in ports, name
             assert all("ipBlock" not in s for s in sources), name  # never from anywhere
         for rule in spec.get("egress", []):
