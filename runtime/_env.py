@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 #: Where converted and generated models live, and vLLM's compile cache.
 RUNTIME_CACHE_DIR = "RUNTIME_CACHE_DIR"
@@ -57,6 +58,25 @@ def serve_env(ingress: str = "proxy") -> dict[str, str]:
     return {key: os.environ.get(key, value) for key, value in env.items()}
 
 
+#: Ray Serve 2.60's proxies read their tracing settings from these variables only (the
+#: serve config's ``tracing_config`` reaches the replicas, not the proxies).
+SERVE_TRACING_EXPORTER = "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH"
+SERVE_TRACING_SAMPLING = "RAY_SERVE_TRACING_SAMPLING_RATIO"
+
+
+def proxy_tracing_env(tracing_config: Any) -> dict[str, str]:
+    """The proxies' tracing variables for a serve config's ``tracing_config`` (empty
+    when tracing is off), so that they trace as the replicas do and follow a client's
+    ``traceparent``. Set before Ray starts."""
+    if tracing_config is None or not tracing_config.enabled:
+        return {}
+    return {
+        SERVE_TRACING_EXPORTER: tracing_config.exporter_import_path
+        or "ray.serve._private.tracing_utils:default_tracing_exporter",  # Serve's default
+        SERVE_TRACING_SAMPLING: str(tracing_config.sampling_ratio),
+    }
+
+
 def explicit_cache_dir() -> Path | None:
     """``$RUNTIME_CACHE_DIR`` when it is set."""
     explicit = os.environ.get(RUNTIME_CACHE_DIR)
@@ -87,3 +107,12 @@ def required(name: str) -> str:
     if not value:
         raise RuntimeError(f"environment variable {name} is not set (the serve config names it)")
     return value
+
+
+#: ``1``: prompts and completions may appear in log records and span attributes
+#: (redacted of secrets still). Unset or anything else: only their sizes do.
+RUNTIME_LOG_CONTENT = "RUNTIME_LOG_CONTENT"
+
+
+def log_content() -> bool:
+    return os.environ.get(RUNTIME_LOG_CONTENT, "").strip().lower() in ("1", "true", "yes")

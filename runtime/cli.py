@@ -107,6 +107,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         ray.init(address=ns.address, log_to_driver=ns.verbose)
     else:  # a new local cluster, gone on exit; its processes inherit the Serve settings
         os.environ.update(_env.serve_env(ns.ingress))
+        os.environ.update(_env.proxy_tracing_env(schema.tracing_config))
         _local_keys(schema)  # before Ray starts: its processes inherit the key
         ray.init(
             address="local",

@@ -43,6 +43,9 @@ def deploy_config(
         proxy_location=schema.proxy_location,
         grpc_options=schema.grpc_options.model_dump(),
         controller_options=schema.controller_options,
+        # The proxies start with Serve: they trace only if they get the config now.
+        global_tracing_config=schema.tracing_config,
+        global_logging_config=schema.logging_config,
     )
     client.deploy_apps(schema, _blocking=False)
     wait_until_running([app.name for app in schema.applications], timeout_s=timeout_s)

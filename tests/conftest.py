@@ -26,6 +26,7 @@ import yaml
 
 from runtime import _env
 from runtime.gateway.auth import key_hash, new_key
+from tests.otlp import SpanReceiver
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE_CONFIGS = REPO / "serve_configs"
@@ -35,6 +36,36 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 # The Serve settings `python -m runtime run` starts its clusters with.
 os.environ.update(_env.serve_env())
+
+
+def _tracing_schema(config: dict[str, Any]) -> Any:
+    from ray.serve.schema import TracingConfig
+
+    return TracingConfig(**config)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+#: Traces: the stack's serve config turns Serve's tracing on with the runtime's OTLP
+#: exporter, and every replica (they inherit this environment) sends its spans to this
+#: in-memory OTLP receiver (tests/otlp.py), started here so that none is lost.
+SPANS = SpanReceiver(free_port())
+os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = SPANS.endpoint
+os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "500"  # ms between batches (5000 by default)
+# Serve's throughput mode buffers 1000 log records per replica before writing them: the
+# tests read the log files as they go (tests/test_redaction.py).
+os.environ["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] = "1"
+TRACING = {
+    "enabled": True,
+    "exporter_import_path": "runtime.telemetry.tracing:otlp_exporter",
+    "sampling_ratio": 1.0,
+}
+# Serve's proxies read only these (as `python -m runtime run` sets them from the config).
+os.environ.update(_env.proxy_tracing_env(_tracing_schema(TRACING)))
 
 #: Gateway keys of the tests. The local key (tenant "local", every scope) reaches the
 #: gateway as `python -m runtime run` passes it: in the environment Ray's processes inherit.
@@ -65,14 +96,13 @@ GATEWAY_LIMITS = {
 PROVIDER_KEY = "sk-test-" + new_key()[3:]
 PROVIDER_KEY_ENV = "RUNTIME_TEST_PROVIDER_KEY"
 
+SMOL_GPU_PRICE = {"per_gpu_second": 0.0011}
+TINY_PRICE = {"input_per_million": 0.5, "output_per_million": 1.5}
+#: A configured redaction pattern of the test gateway (customer account numbers).
+REDACT_PATTERN = r"acct-[0-9]{8}"
+
 TINY_MODEL = "tiny-random"
 TINY_MAX_MODEL_LEN = 512
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tiny_app(
@@ -364,6 +394,7 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
     config = copy.deepcopy(local)
     port = free_port()
     config["http_options"]["port"] = port
+    config["tracing_config"] = TRACING
     config["applications"].append(tiny_app())
     agents = next(a for a in config["applications"] if a["name"] == "agents")
     agents["args"]["agents"] += SCRIPTED_AGENTS
@@ -378,8 +409,14 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
     llm = next(a for a in config["applications"] if a["name"] == "llm")
     llm["route_prefix"] = "/llm"
     llm["args"]["placement"] = "gpu-worker"  # `make run`'s one node runs it anywhere
+    # Cost: SmolLM2 priced by its replicas' (logical) GPU time, the tiny model per token.
+    llm["args"]["price"] = SMOL_GPU_PRICE
     gateway = next(a for a in config["applications"] if a["name"] == "gateway")
-    gateway["args"]["models"].append({"name": TINY_MODEL, "app": "tiny"})
+    gateway["args"]["models"].append({"name": TINY_MODEL, "app": "tiny", "price": TINY_PRICE})
+    gateway["args"]["scenarios"] = ["support"]
+    gateway["args"]["telemetry"] = {"redact_patterns": [REDACT_PATTERN]}
+    planner = next(a for a in agents["args"]["agents"] if a["name"] == "planner")
+    planner["scenario"] = "support"
     gateway["args"]["auth"]["keys"] = GATEWAY_KEYS
     gateway["args"]["rate_limits"] = GATEWAY_LIMITS
     gateway["args"]["agent_apps"].append("narrow")

@@ -19,6 +19,8 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.faults: deque[str] = deque()
         self.connections = 0
+        #: Each request's headers (lower-case names), in arrival order.
+        self.heads: list[dict[str, str]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -42,6 +44,8 @@ class FaultProxy:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
+            self.heads.append({k.strip().lower(): v.strip() for k, _, v in
+                               (h.partition(":") for h in lines[1:] if h)})  # fmt: skip
             length = next(
                 (int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")),
                 0,

@@ -322,7 +322,12 @@ def test_network_policies_deny_by_default_and_open_only_what_is_needed(env: str)
     egress_ports = {
         p["port"] for s in specs.values() for r in s.get("egress", []) for p in r.get("ports", [])
     }
-    assert egress_ports <= {53, 6379, 5432, 443, 6443, 8000, 15012}
+    assert egress_ports <= {53, 6379, 5432, 443, 6443, 8000, 15012, 4318}
+    # Traces leave only for the collector's namespace.
+    collector = specs["egress-otel-collector"]["egress"]
+    assert [r["to"][0]["namespaceSelector"]["matchLabels"] for r in collector] == [
+        {"kubernetes.io/metadata.name": "observability"}
+    ]
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -450,3 +455,25 @@ def test_the_canary_gateway_class_is_the_one_prod_names() -> None:
     assert gateway_class["kind"] == "GatewayClass" and gateway_class["spec"]["controllerName"]
     options = rayservice("prod")["spec"]["upgradeStrategy"]["clusterUpgradeOptions"]
     assert options["gatewayClassName"] == gateway_class["metadata"]["name"]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_proxies_trace_as_the_serve_config_says(env: str) -> None:
+    """Serve's proxies read tracing from the environment only: every Ray container has
+    the variables of the embedded serve config's `tracing_config`, and the OTLP target."""
+    from ray.serve.schema import TracingConfig
+
+    from runtime import _env
+
+    serve = yaml.safe_load(rayservice(env)["spec"]["serveConfigV2"])
+    expected = _env.proxy_tracing_env(TracingConfig(**serve["tracing_config"]))
+    assert expected  # traces are on in the cluster configs
+    serving = [n for n, _ in pod_specs(env) if not n.endswith(" head")]  # not the cron job's
+    assert len(serving) == 3
+    for name, spec in pod_specs(env):
+        for c in containers(spec) if name in serving else []:
+            if c["name"] == "autoscaler":
+                continue
+            values = {v["name"]: v.get("value") for v in c.get("env", [])}
+            assert {k: values.get(k) for k in expected} == expected, name
+            assert values.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").endswith(":4318/v1/traces")

@@ -23,9 +23,10 @@ HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 @pytest.fixture(scope="module")
 def prom(ray_cluster: Any, stack: Stack) -> Iterator[str]:
     from tests.servers import prometheus
+    from tests.test_observability_rules import RULE_FILES
 
     targets = [f"127.0.0.1:{port}" for port in ray_cluster.metrics_ports]
-    with prometheus(free_port(), targets) as url:
+    with prometheus(free_port(), targets, RULE_FILES) as url:
         yield url
 
 
@@ -78,7 +79,7 @@ def test_labels_are_bounded(stack: Stack, prom: str) -> None:
     eventually(prom, "ray_runtime_agent_runs_total")
     allowed = {
         "__name__", "tenant", "route", "status", "limit", "model", "agent", "outcome",
-        "stage", "direction", "provider", "failed", "answered", "le",
+        "stage", "direction", "provider", "failed", "answered", "le", "scenario",
         # Ray's and Serve's own.
         "Component", "NodeAddress", "SessionName", "Version", "WorkerId", "application",
         "deployment", "replica", "instance", "job", "otel_scope_name", "otel_scope_schema_url",
@@ -89,7 +90,7 @@ def test_labels_are_bounded(stack: Stack, prom: str) -> None:
     for s in series:
         labels = s["metric"]
         assert set(labels) <= allowed, labels
-        for key in ("tenant", "route", "agent", "model"):
+        for key in ("tenant", "route", "agent", "model", "scenario"):
             assert not HEX_ID.match(labels.get(key, "")), labels
 
 
@@ -110,3 +111,46 @@ def test_every_dashboard_and_alert_expression_runs(stack: Stack, prom: str) -> N
     for _ in range(3):
         client.models.list()
     eventually(prom, f"sum(increase({series}[10m]))")
+
+
+def _value(url: str, promql: str) -> float:
+    return sum(float(s["value"][1]) for s in query(url, promql))
+
+
+def test_usage_and_cost_by_tenant_agent_scenario_and_model(stack: Stack, prom: str) -> None:
+    """The tiny model is priced per token (its cost counted per answer); SmolLM2 per
+    GPU-second of its replicas, shared out by tokens in the recording rule."""
+    from tests.conftest import TINY_PRICE
+
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY_B, timeout=60,
+                           default_headers={"X-Scenario": "support"})  # fmt: skip
+    planner = runtime.connect(stack.url, api_key=KEY_B).agent("planner")
+    direct = f'tenant="tenant-b",agent="-",scenario="support",model="{TINY_MODEL}"'
+    agent = f'tenant="tenant-b",agent="planner",scenario="support",model="{stack.model}"'
+    for _ in range(2):  # twice: a rate needs the counters seen, then moving
+        client.chat.completions.create(model=TINY_MODEL, max_tokens=4,
+                                       messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+        planner.session().invoke("Say hi in one word.")
+        for labels in (direct, agent):
+            eventually(prom, f"ray_runtime_usage_requests_total{{{labels}}}")
+            eventually(prom, f'ray_runtime_usage_tokens_total{{{labels},direction="output"}}')
+    eventually(prom, f"ray_runtime_cost_usd_total{{{direct}}}")
+    assert not query(prom, f"ray_runtime_cost_usd_total{{{agent}}}")  # priced per GPU-second
+    eventually(prom, f'ray_runtime_llm_gpu_seconds_total{{model="{stack.model}"}}')
+    eventually(prom, f'ray_runtime_llm_gpu_cost_usd_total{{model="{stack.model}"}}')
+
+    # The counted cost is the tokens at the configured price (counters exported together).
+    def priced() -> tuple[float, float]:
+        tokens = {d: _value(prom, f'ray_runtime_usage_tokens_total{{{direct},direction="{d}"}}')
+                  for d in ("input", "output")}  # fmt: skip
+        expected = (tokens["input"] * TINY_PRICE["input_per_million"]
+                    + tokens["output"] * TINY_PRICE["output_per_million"]) / 1e6  # fmt: skip
+        return _value(prom, f"ray_runtime_cost_usd_total{{{direct}}}"), expected
+
+    cost, expected = priced()
+    assert cost == pytest.approx(expected, rel=1e-6)
+
+    # The recording rule: per-token cost as counted, GPU cost shared by tokens.
+    eventually(prom, f"runtime:cost_usd:rate5m{{{direct}}}", timeout_s=90)
+    eventually(prom, f"runtime:cost_usd:rate5m{{{agent}}}", timeout_s=90)
+    eventually(prom, f'runtime:gpu_cost_usd:rate5m{{model="{stack.model}"}}')

@@ -14,7 +14,7 @@ import contextvars
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -40,6 +40,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from runtime.agents.errors import ModelCallError, RateLimitError
 from runtime.agents.protocol import DEFAULT_TENANT
 from runtime.config.agents import ScriptedLLM, ScriptStep, ServeLLM
+from runtime.telemetry import tracing
+from runtime.telemetry.tracing import SpanKind
 
 _Tool = dict[str, Any] | type | Callable[..., Any] | BaseTool
 
@@ -49,6 +51,31 @@ _Tool = dict[str, Any] | type | Callable[..., Any] | BaseTool
 current_tenant: contextvars.ContextVar[str] = contextvars.ContextVar(
     "runtime_tenant", default=DEFAULT_TENANT
 )
+
+
+class UsageLabels(NamedTuple):
+    """The agent and scenario an LLM call is counted for (usage and cost metrics)."""
+
+    agent: str = "-"
+    scenario: str = "default"
+
+
+#: Set by the agent service for each run's task, like ``current_tenant``.
+current_usage: contextvars.ContextVar[UsageLabels] = contextvars.ContextVar(
+    "runtime_usage",
+    default=UsageLabels(),  # noqa: B039 (a tuple: immutable)
+)
+
+
+def _llm_span_attributes(model: str) -> dict[str, Any]:
+    agent, scenario = current_usage.get()
+    return {"gen_ai.request.model": model, "runtime.agent": agent, "runtime.scenario": scenario}
+
+
+def _annotate_usage(span: Any, usage: UsageMetadata | None) -> None:
+    if usage:
+        span.set_attributes({"gen_ai.usage.input_tokens": usage["input_tokens"],
+                             "gen_ai.usage.output_tokens": usage["output_tokens"]})  # fmt: skip
 
 
 class ServeChatModel(BaseChatModel):
@@ -103,7 +130,8 @@ class ServeChatModel(BaseChatModel):
 
     def _call(self, body: dict[str, Any]) -> Any:
         if self.routed:
-            return self.handle.llm.remote(current_tenant.get(), "chat", body)
+            return self.handle.llm.remote(current_tenant.get(), "chat", body,
+                                          *current_usage.get())  # fmt: skip
         return self.handle.chat.remote(body)
 
     def _body(self, messages: list[BaseMessage], stop: list[str] | None) -> dict[str, Any]:
@@ -127,11 +155,15 @@ class ServeChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        try:
-            response = await self._call(self._body(messages, stop))
-        except Exception as exc:
-            raise _model_error(exc) from None
-        return _chat_result(response)
+        with tracing.span("llm.call", _llm_span_attributes(self.model),
+                          kind=SpanKind.CLIENT) as span:  # fmt: skip
+            try:
+                response = await self._call(self._body(messages, stop))
+            except Exception as exc:
+                raise _model_error(exc) from None
+            result = _chat_result(response)
+            _annotate_usage(span, result.generations[0].message.usage_metadata)  # type: ignore[attr-defined]
+        return result
 
     def _generate(
         self,
@@ -156,23 +188,34 @@ class ServeChatModel(BaseChatModel):
         body = self._body(messages, stop)
         body["stream_options"] = {"include_usage": True}
         handle = self.handle.options(stream=True)
-        if self.routed:
-            stream = handle.llm_stream.remote(current_tenant.get(), "chat", body)
-        else:
-            stream = handle.chat_stream.remote(body)
+        # The span is current only while the call starts (Serve carries the current
+        # context to the replica then); a generator must not hold a context across yields.
+        span = tracing.start("llm.call", _llm_span_attributes(self.model), kind=SpanKind.CLIENT)
+        with tracing.use(span):
+            if self.routed:
+                stream = handle.llm_stream.remote(current_tenant.get(), "chat", body,
+                                                  *current_usage.get())  # fmt: skip
+            else:
+                stream = handle.chat_stream.remote(body)
+        error: BaseException | None = None
         try:
             async for chunk in stream:
                 message = _chunk_message(chunk)
                 if message is None:
                     continue
+                _annotate_usage(span, message.usage_metadata)
                 if run_manager and isinstance(message.content, str) and message.content:
                     await run_manager.on_llm_new_token(message.content)
                 yield ChatGenerationChunk(message=message)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            error = exc
             stream.cancel()  # stops generation on the LLM replica
             raise
         except Exception as exc:
-            raise _model_error(exc) from None
+            error = _model_error(exc)
+            raise error from None
+        finally:
+            tracing.end(span, error)
 
 
 def _model_error(exc: BaseException) -> ModelCallError | RateLimitError:
@@ -306,6 +349,16 @@ class ScriptedChatModel(BaseChatModel):
         )
         return AIMessage(content=text, tool_calls=calls, usage_metadata=usage), step.delay_s
 
+    async def _traced_reply(self, messages: list[BaseMessage]) -> AIMessage:
+        """The scripted reply after its delay, in an ``llm.call`` span as a model's."""
+        with tracing.span("llm.call", {**_llm_span_attributes("scripted"),
+                                       "runtime.stand_in": True}) as span:  # fmt: skip
+            message, delay = self._reply(messages)
+            if delay:
+                await asyncio.sleep(delay)
+            _annotate_usage(span, message.usage_metadata)
+        return message
+
     async def _agenerate(
         self,
         messages: list[BaseMessage],
@@ -313,9 +366,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        message, delay = self._reply(messages)
-        if delay:
-            await asyncio.sleep(delay)
+        message = await self._traced_reply(messages)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
@@ -338,9 +389,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        message, delay = self._reply(messages)
-        if delay:
-            await asyncio.sleep(delay)
+        message = await self._traced_reply(messages)
         words = message.text.split(" ") if message.text else []
         for i, word in enumerate(words):
             text = word if i == 0 else " " + word

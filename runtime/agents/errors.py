@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from runtime.telemetry.redact import redact
+
 
 class AgentError(Exception):
     """Base of every agent error the runtime raises on purpose."""
@@ -17,6 +19,7 @@ class AgentError(Exception):
     type: ClassVar[str] = "agent_error"
 
     def __init__(self, message: str) -> None:
+        message = redact(message)  # error bodies and events never carry a secret
         super().__init__(message)
         self.message = message
 

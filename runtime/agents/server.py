@@ -17,6 +17,7 @@ from ray import serve
 from runtime.agents.protocol import Message, RunEvent, RunResult, SessionInfo
 from runtime.agents.service import AgentService
 from runtime.config.agents import AgentAppConfig
+from runtime.telemetry import logs
 
 
 @serve.deployment(name="AgentServer")
@@ -33,7 +34,9 @@ class AgentServer:
     async def __init__(self, config: dict[str, Any], *companions: Any) -> None:  # type: ignore[misc]
         # `companions`: handles of deployments bound into this application (its own
         # LLMServer); agents reach them by name like any other deployment.
-        self._service = await AgentService.open(AgentAppConfig.model_validate(config))
+        app_config = AgentAppConfig.model_validate(config)
+        logs.install(app_config.telemetry.redact_patterns)
+        self._service = await AgentService.open(app_config)
 
     async def __del__(self) -> None:
         service = getattr(self, "_service", None)

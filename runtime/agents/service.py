@@ -31,7 +31,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import LLMResult
 from langgraph.errors import GraphRecursionError
 
-from runtime.agents.chat_model import chat_model, current_tenant
+from runtime.agents.chat_model import UsageLabels, chat_model, current_tenant, current_usage
 from runtime.agents.definitions import build_context, build_graph
 from runtime.agents.errors import (
     AgentError,
@@ -44,7 +44,7 @@ from runtime.agents.errors import (
     SessionExistsError,
     SessionNotFoundError,
 )
-from runtime.agents.metrics import AgentMetrics, StageTimer
+from runtime.agents.metrics import AgentMetrics, StageTimer, TimedCheckpointer
 from runtime.agents.protocol import (
     Message,
     RunEvent,
@@ -56,6 +56,8 @@ from runtime.agents.protocol import (
 )
 from runtime.agents.store import SessionRow, SessionStore, open_store
 from runtime.config.agents import AgentAppConfig, AgentSpec, Budgets, LLMRef
+from runtime.telemetry import logs, tracing
+from runtime.telemetry.redact import content, content_allowed
 
 logger = logging.getLogger("ray.serve")
 
@@ -73,8 +75,10 @@ def check_id(value: str, what: str) -> str:
 
 
 def check_tenant(tenant: str) -> str:
+    """A well-formed tenant id, which then names the tenant of this request's logs."""
     if not isinstance(tenant, str) or not _TENANT.match(tenant):
         raise InvalidInputError("the tenant id is malformed")
+    logs.bind_tenant(tenant)
     return tenant
 
 
@@ -136,7 +140,11 @@ class AgentService:
     """
 
     def __init__(
-        self, config: AgentAppConfig, store: SessionStore, agents: dict[str, _Agent]
+        self,
+        config: AgentAppConfig,
+        store: SessionStore,
+        agents: dict[str, _Agent],
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -144,7 +152,7 @@ class AgentService:
         self._turns: dict[str, _Turn] = {}
         self._queued = 0  # turns waiting in _acquire for a busy session
         self._heartbeat: asyncio.Task[None] | None = None
-        self.metrics = AgentMetrics.for_replica()
+        self.metrics = metrics or AgentMetrics.for_replica()
 
     @classmethod
     async def open(
@@ -153,15 +161,17 @@ class AgentService:
         model_factory: Callable[[LLMRef], BaseChatModel] = chat_model,
     ) -> AgentService:
         store = await open_store(config.sessions.store)
+        metrics = AgentMetrics.for_replica()
         try:
             agents = {}
             for spec in config.agents:
-                ctx = build_context(spec, model_factory(spec.llm), store.checkpointer)
+                checkpointer = TimedCheckpointer(store.checkpointer, metrics, spec.name)
+                ctx = build_context(spec, model_factory(spec.llm), checkpointer)
                 agents[spec.name] = _Agent(spec, build_graph(ctx))
         except Exception:
             await store.close()
             raise
-        return cls(config, store, agents)
+        return cls(config, store, agents, metrics)
 
     async def close(self) -> None:
         for turn in list(self._turns.values()):
@@ -297,6 +307,7 @@ class AgentService:
         self._count_running(agent)
         context = contextvars.copy_context()  # the run's LLM calls count for its tenant
         context.run(current_tenant.set, tenant)
+        context.run(current_usage.set, UsageLabels(agent, entry.spec.scenario))
         turn.task = asyncio.create_task(
             self._execute(entry, turn, text, stream_tokens), context=context
         )
@@ -354,6 +365,17 @@ class AgentService:
                     turn.cancel("the run was cancelled (by the client, or by a newer message)")
 
     async def _execute(self, agent: _Agent, turn: _Turn, text: str, stream_tokens: bool) -> None:
+        """The turn in an ``agent.turn`` span (a child of the call that started it)."""
+        attributes = {
+            "runtime.agent": turn.agent, "runtime.tenant": turn.tenant,
+            "runtime.scenario": agent.spec.scenario, "runtime.session": turn.session_id,
+            "runtime.run": turn.run_id, "runtime.input.chars": len(text),
+            "gen_ai.prompt": content(text) if content_allowed() else None,
+        }  # fmt: skip
+        with tracing.span("agent.turn", attributes):
+            await self._turn(agent, turn, text, stream_tokens)
+
+    async def _turn(self, agent: _Agent, turn: _Turn, text: str, stream_tokens: bool) -> None:
         budgets: Budgets = agent.spec.budgets
         started = time.monotonic()
         tokens = _TokenBudget(budgets.max_tokens)
@@ -448,12 +470,16 @@ class AgentService:
         turn.finished = True
         self._turns.pop(turn.run_id, None)
         self._count_running(turn.agent)
+        ended = "ok" if outcome.type == "final" else str((outcome.error or {}).get("type", "error"))
         self.metrics.turn_ended(
-            turn.agent, turn.tenant,
-            "ok" if outcome.type == "final" else str((outcome.error or {}).get("type", "error")),
-            time.monotonic() - started, steps, tokens.usage.input_tokens,
-            tokens.usage.output_tokens,
+            turn.agent, turn.tenant, ended, time.monotonic() - started, steps,
+            tokens.usage.input_tokens, tokens.usage.output_tokens,
         )  # fmt: skip
+        tracing.annotate({
+            "runtime.outcome": ended, "runtime.steps": steps,
+            "gen_ai.usage.input_tokens": tokens.usage.input_tokens,
+            "gen_ai.usage.output_tokens": tokens.usage.output_tokens,
+        }, error=None if ended == "ok" else ended)  # fmt: skip
         try:
             await asyncio.shield(self.store.release(turn.session_id, turn.run_id))
         except Exception as exc:  # the lease lapses on its own after lease_ttl_s

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from runtime.config.llm import LLMAppConfig, StrictModel
+from runtime.config.telemetry import SCENARIO, TelemetryConfig
 
 _IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
@@ -108,6 +109,11 @@ class AgentSpec(StrictModel):
     )
     max_input_chars: int = Field(default=32000, ge=1)
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the factory.")
+    scenario: str = Field(
+        default="default", pattern=SCENARIO,
+        description="The cost label of this agent's LLM calls (`runtime_cost_usd_total`, "
+        "`runtime_usage_tokens_total`), e.g. the product feature it serves.",
+    )  # fmt: skip
 
     @field_validator("tools")
     @classmethod
@@ -199,6 +205,7 @@ class AgentAppConfig(StrictModel):
         "(runtime.autoscaling:AgentLLMPolicy) scales it ahead of the agents' backlog. "
         "Agents and gateways reach it as `{app: <this application>, deployment: LLMServer}`.",
     )  # fmt: skip
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @field_validator("agents")
     @classmethod

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from runtime.config.llm import StrictModel
 from runtime.config.providers import ProviderConfig, RateLimit
+from runtime.config.telemetry import SCENARIO, TelemetryConfig, TokenPrice
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
 
@@ -110,6 +112,12 @@ class ModelRoute(StrictModel):
         "replica, saturated (Serve back-pressure), down, or a provider failing or over its "
         "rate limit. The reply then names the model that answered.",
     )
+    price: TokenPrice | None = Field(
+        default=None,
+        description="Per-token price: each answer's cost is counted per tenant, agent, "
+        "scenario and model (`runtime_cost_usd_total`). A self-hosted model may instead "
+        "be priced per GPU-second in its LLM application (`price`), not both.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -184,6 +192,23 @@ class GatewayAppConfig(StrictModel):
         description="How often the router refreshes which self-hosted models have a "
         "running replica (a model with none falls back at once).",
     )  # fmt: skip
+    scenarios: list[str] = Field(
+        default_factory=list,
+        description="Scenario names an LLM request may give in its `X-Scenario` header "
+        "(a cost label; any other name is refused with 400). Requests without one count "
+        "as `direct`; agent turns count under their agent's `scenario`.",
+    )
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    @field_validator("scenarios")
+    @classmethod
+    def _scenario_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(SCENARIO, name):
+                raise ValueError(f"scenario {name!r} must match {SCENARIO}")
+        if len(set(names)) != len(names):
+            raise ValueError("scenario names must be unique")
+        return names
 
     @field_validator("models")
     @classmethod

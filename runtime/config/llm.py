@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from runtime.config.telemetry import GpuPrice, TelemetryConfig
+
 
 class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, values are immutable."""
@@ -143,6 +145,13 @@ class LLMAppConfig(StrictModel):
         "cpu` nodes (the CPU engine only); any: no label. Default: gpu-worker with "
         "accelerator gpu, any with cpu.",
     )  # fmt: skip
+    price: GpuPrice | None = Field(
+        default=None,
+        description="Per GPU-second of every replica, busy or idle "
+        "(`runtime_llm_gpu_cost_usd_total`); shared out to tenants, agents and scenarios "
+        "by their tokens (the `runtime:cost_usd:rate5m` recording rule).",
+    )
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @model_validator(mode="after")
     def _check_accelerator(self) -> LLMAppConfig:

@@ -117,6 +117,14 @@ def _references(apps: dict[str, BaseModel]) -> list[str]:
             for m in config.models:
                 if m.app is not None:
                     expect_llm(m.app, m.deployment, f"application '{name}': model '{m.name}'")
+                    target = apps.get(m.app)
+                    llm = target.llm_server if isinstance(target, AgentAppConfig) else target
+                    if m.price and isinstance(llm, LLMAppConfig) and llm.price:
+                        problems.append(
+                            f"application '{name}': model '{m.name}' has a per-token `price` "
+                            f"and its application '{m.app}' a per-GPU-second one: its cost "
+                            "would be counted twice; keep one"
+                        )
             for agent_app in config.agent_apps:
                 expect(agent_app, AgentAppConfig, f"application '{name}': agent_apps")
         elif isinstance(config, AgentAppConfig):

@@ -56,6 +56,14 @@ class Handles:
         return self._by_key[key]
 
 
+def usage_of(reply: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of a reply or a usage chunk; None when it has none."""
+    usage = (reply or {}).get("usage") if isinstance(reply, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
 def tokens_of(reply: dict[str, Any] | None) -> int:
     """Prompt plus completion tokens of a reply or a usage chunk (0 when it has none)."""
     usage = (reply or {}).get("usage") or {}

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -39,9 +39,11 @@ from runtime.config.gateway import GatewayAppConfig
 from runtime.gateway.auth import Authenticator, AuthError, Principal
 from runtime.gateway.metrics import GatewayMetrics
 from runtime.gateway.ratelimit import Limiter, LimiterUnavailableError, RateLimitedError
-from runtime.gateway.router import Handles, Router, tokens_of
+from runtime.gateway.router import Handles, Router, usage_of
 from runtime.llm.errors import LLMError
 from runtime.providers.fallback import Method
+from runtime.telemetry import logs, tracing
+from runtime.telemetry.redact import redact
 
 logger = logging.getLogger("ray.serve")
 
@@ -93,8 +95,10 @@ _NEW_SESSION = _json_request({
 
 
 def _error(status: int, message: str, type: str, param: str | None = None) -> JSONResponse:
-    """One error body for every route: OpenAI's fields plus `status` (the SDK's)."""
-    body = {"message": message, "type": type, "param": param, "code": status, "status": status}
+    """One error body for every route: OpenAI's fields plus `status` (the SDK's); the
+    message redacted (an upstream error may quote a key)."""
+    body = {"message": redact(message), "type": type, "param": param, "code": status,
+            "status": status}  # fmt: skip
     return JSONResponse({"error": body}, status_code=status)
 
 
@@ -103,8 +107,8 @@ def _agent_error(err: AgentError) -> JSONResponse:
 
 
 class _Observe:
-    """Counts every answered request by tenant, route template and status (pure ASGI:
-    streams and client hang-ups pass through untouched)."""
+    """Counts every answered request by tenant, route template and status, in a
+    ``gateway.request`` span (pure ASGI: streams and client hang-ups pass through)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -114,22 +118,30 @@ class _Observe:
             await self.inner(scope, receive, send)
             return
         started = time.perf_counter()
+        with tracing.span("gateway.request", {"http.request.method": scope.get("method")},
+                          kind=tracing.SpanKind.SERVER) as span:  # fmt: skip
 
-        async def observed_send(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                # The app serving this request (Serve builds the replica's app from
-                # this module's one: the module's own `app` holds no gateway there).
-                owner = scope.get("app") or app
-                gateway = getattr(owner.state, "gateway", None)
-                if gateway is not None:
+            async def observed_send(message: Any) -> None:
+                if message["type"] == "http.response.start":
                     route = getattr(scope.get("route"), "path", "unmatched")
                     tenant = (scope.get("state") or {}).get("tenant", "-")
-                    gateway.metrics.request(
-                        tenant, route, message["status"], time.perf_counter() - started
-                    )
-            await send(message)
+                    status = message["status"]
+                    span.update_name(f"gateway {scope.get('method')} {route}")
+                    span.set_attributes({"http.route": route, "runtime.tenant": tenant,
+                                         "http.response.status_code": status})  # fmt: skip
+                    if status >= 500:
+                        span.set_status(tracing.Status(tracing.StatusCode.ERROR))
+                    # The app serving this request (Serve builds the replica's app from
+                    # this module's one: the module's own `app` holds no gateway there).
+                    owner = scope.get("app") or app
+                    gateway = getattr(owner.state, "gateway", None)
+                    if gateway is not None:
+                        gateway.metrics.request(
+                            tenant, route, status, time.perf_counter() - started
+                        )
+                await send(message)
 
-        await self.inner(scope, receive, observed_send)
+            await self.inner(scope, receive, observed_send)
 
 
 app.add_middleware(_Observe)
@@ -196,6 +208,7 @@ async def _principal(request: Request) -> Principal:
     gateway: Gateway = request.app.state.gateway
     caller = await gateway.auth.authenticate(request.headers.get("authorization"))
     request.state.tenant = caller.tenant
+    logs.bind_tenant(caller.tenant)  # this request's log records name the tenant
     uses_llm = request.url.path.endswith(_LLM_PATHS)
     await gateway.limiter.admit(caller.tenant, caller.key_id, uses_llm=uses_llm)
     return caller
@@ -239,6 +252,14 @@ async def _has_body(request: Request) -> bool:
     )
 
 
+class _Labels(NamedTuple):
+    """Who an LLM answer is counted for (usage and cost metrics)."""
+
+    tenant: str
+    agent: str
+    scenario: str
+
+
 def _with_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Ask a stream for its usage (to charge its tokens); True if the client asked too.
 
@@ -277,6 +298,8 @@ class Gateway:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = GatewayAppConfig.model_validate(config)
+        logs.install(self.config.telemetry.redact_patterns)
+        self._prices = {m.name: m.price for m in self.config.models if m.price is not None}
         self.auth = Authenticator(self.config.auth)
         if not len(self.auth):
             logger.warning("the gateway has no API keys: every authenticated route answers 401")
@@ -348,9 +371,21 @@ class Gateway:
     async def completions(self, request: Request, caller: Caller) -> Response:
         return await self._complete(request, caller, "completions")
 
+    def _scenario(self, request: Request) -> str:
+        """A client's cost label: its `X-Scenario` header, one of the configured names."""
+        name = request.headers.get("x-scenario")
+        if name is None:
+            return "direct"
+        if name not in self.config.scenarios:
+            known = ", ".join(self.config.scenarios) or "none are configured"
+            raise LLMError(f"the X-Scenario header names no configured scenario ({known})",
+                           param="X-Scenario")  # fmt: skip
+        return name
+
     async def _complete(self, request: Request, caller: Principal, method: Method) -> Response:
         body = await _json_body(request, self.config.max_body_bytes)
         model = self._model(caller, body)
+        labels = _Labels(caller.tenant, "-", self._scenario(request))
         self.limiter.acquire(caller.tenant)
         if not body.get("stream"):
             try:
@@ -358,11 +393,11 @@ class Gateway:
             finally:
                 self.limiter.release(caller.tenant)
             # Charged after the answer leaves (off the latency path; a Redis round trip).
-            self._later(self._charge(caller.tenant, caller.key_id, reply.get("model"),
-                                     tokens_of(reply)))  # fmt: skip
+            self._later(self._charge(labels, caller.key_id, reply.get("model"),
+                                     usage_of(reply)))  # fmt: skip
             return JSONResponse(reply)
         try:
-            events = await self._open_stream(caller.tenant, caller.key_id, model, method, body)
+            events = await self._open_stream(labels, caller.key_id, model, method, body)
         except BaseException:
             self.limiter.release(caller.tenant)
             raise
@@ -376,8 +411,8 @@ class Gateway:
 
         return StreamingResponse(sse(), media_type="text/event-stream")
 
-    async def _open_stream(self, tenant: str, key_id: str | None, model: str, method: Method,
-                           body: dict[str, Any]) -> AsyncIterator[Any]:  # fmt: skip
+    async def _open_stream(self, labels: _Labels, key_id: str | None, model: str,
+                           method: Method, body: dict[str, Any]) -> AsyncIterator[Any]:  # fmt: skip
         """The router's stream with its first chunk already received (a bad request or
         an unavailable model is an error status, not a broken stream); its tokens are
         charged when it ends. Yields chunks, an error body, or nothing more."""
@@ -389,34 +424,38 @@ class Gateway:
             first = None
 
         async def chunks() -> AsyncIterator[Any]:
-            tokens, answered_by = 0, model
+            usage, answered_by = None, None
             try:
                 if first is not None:
-                    tokens = tokens_of(first)
+                    usage = usage_of(first)
                     answered_by = first.get("model", model) if isinstance(first, dict) else model
                     if (visible := _visible(first, usage_wanted)) is not None:
                         yield visible
                     async for chunk in stream:
-                        tokens = tokens_of(chunk) or tokens
+                        usage = usage_of(chunk) or usage
                         if (visible := _visible(chunk, usage_wanted)) is not None:
                             yield visible
             except LLMError as err:
                 yield LLMError(err.message, err.status_code, err.type, err.param).to_body()
             finally:
                 await stream.aclose()  # the client went away: the model stops generating
-                await self._charge(tenant, key_id, answered_by, tokens)
+                await self._charge(labels, key_id, answered_by, usage)
             yield "[DONE]"
 
         return chunks()
 
     # -- the router for the agents (handle calls, tenant from the agent app) ------------
 
-    async def llm(self, tenant: str, method: Method, body: dict[str, Any]) -> dict[str, Any]:
-        """An agent's LLM call, through the same router and the tenant's token limits."""
+    async def llm(self, tenant: str, method: Method, body: dict[str, Any], agent: str = "-",
+                  scenario: str = "default") -> dict[str, Any]:  # fmt: skip
+        """An agent's LLM call, through the same router and the tenant's token limits
+        (``agent`` and ``scenario`` label its usage and cost)."""
         model = self._agent_model(body)
+        logs.bind_tenant(tenant)
         await self._admit_tokens(tenant)
         reply = await self.router.call(model, method, body)
-        await self._charge(tenant, None, reply.get("model"), tokens_of(reply))
+        await self._charge(_Labels(tenant, agent, scenario), None, reply.get("model"),
+                           usage_of(reply))  # fmt: skip
         return reply
 
     def _later(self, work: Any) -> None:
@@ -424,16 +463,30 @@ class Gateway:
         self._tasks.add(task)  # a reference until it ends
         task.add_done_callback(self._tasks.discard)
 
-    async def _charge(self, tenant: str, key_id: str | None, model: Any, tokens: int) -> None:
-        await self.limiter.charge(tenant, key_id, tokens)
-        self.metrics.charged(tenant, model, tokens)
+    async def _charge(self, labels: _Labels, key_id: str | None, model: Any,
+                      usage: tuple[int, int] | None) -> None:  # fmt: skip
+        """Charge an answer's tokens to the tenant's limits; count its usage and cost.
+        ``model`` is the model that answered (None: none did)."""
+        tokens = sum(usage) if usage else 0
+        await self.limiter.charge(labels.tenant, key_id, tokens)
+        self.metrics.charged(labels.tenant, model, tokens)
+        if model is not None:
+            self.metrics.used({**labels._asdict(), "model": str(model)}, *(usage or (0, 0)),
+                              self._prices.get(str(model)))  # fmt: skip
 
     async def llm_stream(
-        self, tenant: str, method: Method, body: dict[str, Any]
+        self,
+        tenant: str,
+        method: Method,
+        body: dict[str, Any],
+        agent: str = "-",
+        scenario: str = "default",
     ) -> AsyncIterator[dict[str, Any]]:
         model = self._agent_model(body)
+        logs.bind_tenant(tenant)
         await self._admit_tokens(tenant)
-        events = await self._open_stream(tenant, None, model, method, body)
+        events = await self._open_stream(_Labels(tenant, agent, scenario), None, model,
+                                         method, body)  # fmt: skip
         async for chunk in events:
             if chunk != "[DONE]":
                 if isinstance(chunk, dict) and "error" in chunk:

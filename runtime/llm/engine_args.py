@@ -121,6 +121,14 @@ def engine_threads(config: LLMAppConfig) -> int:
     return config.engine.cpu_threads or len(os.sched_getaffinity(0))
 
 
+def gpus_per_replica(config: LLMAppConfig) -> int:
+    """GPUs one replica holds (logical ones with the CPU engine on a GPU worker)."""
+    tp = config.engine.tensor_parallel_size
+    if tp > 1:
+        return tp
+    return 1 if config.accelerator == "gpu" or config.worker_kind == "gpu" else 0
+
+
 def replica_options(config: LLMAppConfig) -> dict[str, Any]:
     """Serve deployment options that follow from the config (placement, resources).
 
@@ -149,7 +157,7 @@ def replica_options(config: LLMAppConfig) -> dict[str, Any]:
         if selector:
             options["placement_group_bundle_label_selector"] = [selector]
     else:
-        if config.accelerator == "gpu" or kind == "gpu":
+        if gpus_per_replica(config):
             actor["num_gpus"] = 1
         if selector:
             actor["label_selector"] = selector

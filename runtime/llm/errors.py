@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from runtime.telemetry.redact import redact
+
 
 class LLMError(Exception):
     """An OpenAI-style error from the LLM deployment.
@@ -16,6 +18,7 @@ class LLMError(Exception):
         self, message: str, status_code: int = 400, type: str = "BadRequestError",
         param: str | None = None,
     ) -> None:  # fmt: skip
+        message = redact(message)  # an upstream provider's message may quote a key
         super().__init__(message)
         self.message = message
         self.status_code = status_code

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -25,11 +26,13 @@ from pydantic import ValidationError
 from ray import serve
 
 from runtime import _sse
+from runtime._metrics import serve_metrics
 from runtime.config.llm import LLMAppConfig
-from runtime.llm.engine_args import engine_threads, parse_server_args
+from runtime.llm.engine_args import engine_threads, gpus_per_replica, parse_server_args
 from runtime.llm.errors import LLMError
 from runtime.llm.stats import EngineStatsRecorder
 from runtime.models.sources import resolve_model
+from runtime.telemetry import logs
 
 logger = logging.getLogger("ray.serve")
 
@@ -56,6 +59,7 @@ class LLMServer:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self._config = LLMAppConfig.model_validate(config)
+        logs.install(self._config.telemetry.redact_patterns)
         if self._config.accelerator == "cpu":
             # Ray sets OMP_NUM_THREADS to the replica's num_cpus (1 by default); the
             # engine process, spawned from here, would then run its kernels on one
@@ -78,6 +82,7 @@ class LLMServer:
         )
         self._app = await self._build_app()
         await self._warm_up()
+        self._gpu_clock = asyncio.get_running_loop().create_task(self._count_gpu_time())
         logger.info("LLMServer ready: model %s", self._config.served_name)
 
     async def _warm_up(self) -> None:
@@ -120,6 +125,25 @@ class LLMServer:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return self._app
+
+    async def _count_gpu_time(self) -> None:
+        """``runtime_llm_gpu_seconds_total`` (and its cost with ``price``): the GPUs this
+        replica holds, busy or idle, every few seconds while it lives."""
+        gpus = gpus_per_replica(self._config)
+        counters = _gpu_time_counters() if gpus and serve_metrics() is not None else None
+        if counters is None:
+            return
+        seconds, cost = counters
+        tags = {"model": self._config.served_name}
+        price = self._config.price.per_gpu_second if self._config.price else 0.0
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(_GPU_CLOCK_S)
+            now = time.monotonic()
+            used, last = (now - last) * gpus, now
+            seconds.inc(used, tags=tags)
+            if price:
+                cost.inc(used * price, tags=tags)
 
     async def check_health(self) -> None:
         await self._engine.check_health()
@@ -225,6 +249,22 @@ def _ray_prometheus_logger() -> Any:
     from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
     return RayPrometheusStatLogger
+
+
+_GPU_CLOCK_S = 5.0
+
+
+@functools.cache
+def _gpu_time_counters() -> tuple[Any, Any]:
+    from ray.serve import metrics
+
+    return (
+        metrics.Counter("runtime_llm_gpu_seconds_total",
+                        "GPU-seconds held by the model's replicas.", tag_keys=("model",)),
+        metrics.Counter("runtime_llm_gpu_cost_usd_total",
+                        "Cost of those GPU-seconds at the app's `price`, in USD.",
+                        tag_keys=("model",)),
+    )  # fmt: skip
 
 
 @functools.cache

@@ -28,6 +28,7 @@ from runtime.config.providers import ProviderConfig
 from runtime.llm.errors import LLMError
 from runtime.providers.circuit import CircuitBreaker
 from runtime.providers.metrics import provider_metrics
+from runtime.telemetry import tracing
 
 logger = logging.getLogger("ray.serve")
 
@@ -83,6 +84,7 @@ class ProviderClient:
             base_url=config.base_url.rstrip("/"),
             headers=headers,
             timeout=httpx.Timeout(t.first_byte_s, connect=t.connect_s),
+            event_hooks={"request": [_inject_trace]},
         )
 
     def __repr__(self) -> str:  # no headers, no key
@@ -143,7 +145,11 @@ class ProviderClient:
                     f"repeated failures (next try in {self.breaker.retry_in():.1f} s)"
                 )
             try:
-                result = await attempt_once()
+                # The request carries this span's W3C trace context (`traceparent`).
+                with tracing.span("provider.attempt", {"runtime.provider": self.name,
+                                                       "runtime.attempt": attempt},
+                                  kind=tracing.SpanKind.CLIENT):  # fmt: skip
+                    result = await attempt_once()
             except _Retryable as err:
                 self.breaker.record_failure()
                 metrics.attempt(self.name, "retryable", attempt, self.breaker.state)
@@ -250,6 +256,10 @@ class ProviderClient:
             raise err
         raise LLMError(f"provider {self.name!r} answered HTTP {status}", status_code=status,
                        type="UpstreamError")  # fmt: skip
+
+
+async def _inject_trace(request: httpx.Request) -> None:
+    tracing.inject(request.headers)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -1,0 +1,266 @@
+"""Telemetry in-process: the redactor, redacted log records of any logger (with tenant
+and trace ids), redacted span export, the trace tree of an agent turn (in-memory span
+exporter), and the W3C trace context a provider receives."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from runtime.agents.errors import InvalidInputError
+from runtime.agents.service import AgentService
+from runtime.config.agents import AgentAppConfig
+from runtime.config.errors import ConfigError
+from runtime.config.serve_file import check_serve_config
+from runtime.llm.errors import LLMError
+from runtime.telemetry import logs, tracing
+from runtime.telemetry.redact import MASK, Redactor, content, secret_values
+from tests.conftest import scripted_agent
+
+KEY = "sk-proj-" + secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+def exported() -> Iterator[InMemorySpanExporter]:
+    """This process's spans, through the runtime's redacting exporter, in memory."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(tracing.RedactingExporter(memory)))
+    trace.set_tracer_provider(provider)  # once per process: the first one stays
+    assert trace.get_tracer_provider() is provider, "another test set a tracer provider"
+    yield memory
+
+
+@pytest.fixture
+def spans(exported: InMemorySpanExporter) -> InMemorySpanExporter:
+    exported.clear()
+    return exported
+
+
+# -- the redactor ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"Authorization: Bearer {KEY}",
+        "authorization=basic dXNlcjpwYXNzd29yZDEyMw==",
+        f'{{"api_key": "{KEY}"}}',
+        "x-api-key: abcdefgh12345678",
+        f"Incorrect API key provided: {KEY}. You can find your key at ...",
+        "password=hunter2hunter2",
+        "refresh_token: 0123456789abcdef",
+        "postgresql://agent:s3cr3t-pw@db:5432/sessions",
+        "AIzaSyA-1234567890abcdefghijklmnopqrstuv",
+        "AKIAIOSFODNN7EXAMPLE",
+        "ghp_" + "a" * 36,
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZW5hbnQtYSJ9.c2lnbmF0dXJlc2lnbmF0dXJl",
+        "1 validation error\n  input_value='tell me a secret', input_type=str",
+    ],
+)
+def test_secrets_by_shape_are_removed(text: str) -> None:
+    clean = Redactor().redact(text)
+    assert MASK in clean
+    for secret in (KEY, "dXNlcjpw", "abcdefgh12345678", "hunter2", "0123456789abcdef",
+                   "s3cr3t-pw", "AIzaSy", "AKIAIOSF", "ghp_", "eyJhbGci", "tell me"):  # fmt: skip
+        assert secret not in clean, clean
+
+
+def test_counts_and_ordinary_text_are_kept() -> None:
+    text = '{"max_tokens": 1024, "input_tokens": 5, "prompt_tokens": 12} model=smollm2'
+    assert Redactor().redact(text) == text
+
+
+def test_secrets_by_value_and_configured_patterns() -> None:
+    env = {"RUNTIME_API_KEY": "plain-looking-value-1", "MY_DSN": "host=db password=x1",
+           "HOME": "/home/user", "SHORT_KEY": "abc"}  # fmt: skip
+    values = secret_values(env)
+    assert values == {"plain-looking-value-1", "host=db password=x1"}  # names say secret
+    redactor = Redactor([r"acct-[0-9]{8}"], values)
+    clean = redactor.redact("key plain-looking-value-1 for acct-12345678 in /home/user")
+    assert clean == f"key {MASK} for {MASK} in /home/user"
+
+
+def test_prompts_are_sizes_unless_the_environment_allows_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RUNTIME_LOG_CONTENT", raising=False)
+    assert content("what is my balance?") == "[content: 19 chars]"
+    monkeypatch.setenv("RUNTIME_LOG_CONTENT", "1")
+    assert content(f"what is my balance? key {KEY}") == f"what is my balance? key {MASK}"
+
+
+def test_error_bodies_are_redacted_at_the_source() -> None:
+    upstream = {"error": {"message": f"Incorrect API key provided: {KEY}", "code": 401}}
+    assert KEY not in LLMError.from_body(upstream).to_body()["error"]["message"]
+    assert KEY not in InvalidInputError(f"unknown field(s): {KEY}").to_body()["error"]["message"]
+
+
+def test_bad_patterns_are_config_errors() -> None:
+    def gateway(patterns: list[str]) -> dict[str, Any]:
+        telemetry = {"redact_patterns": patterns}
+        return {"applications": [{"name": "g", "import_path": "runtime.apps:build_gateway_app",
+                                  "args": {"telemetry": telemetry}}]}  # fmt: skip
+
+    check_serve_config(gateway([r"acct-[0-9]{8}"]))
+    with pytest.raises(ConfigError, match="not a valid regular expression"):
+        check_serve_config(gateway(["acct-[0-9"]))
+    with pytest.raises(ConfigError, match="matches the empty string"):
+        check_serve_config(gateway(["x*"]))
+
+
+def test_a_model_priced_twice_is_a_config_error() -> None:
+    config = {"applications": [
+        {"name": "g", "import_path": "runtime.apps:build_gateway_app", "args": {"models": [
+            {"name": "m", "app": "llm", "price": {"input_per_million": 1,
+                                                  "output_per_million": 2}}]}},
+        {"name": "llm", "route_prefix": None, "import_path": "runtime.apps:build_llm_app",
+         "args": {
+            "model": {"source": "tiny-random", "served_name": "m"},
+            "price": {"per_gpu_second": 0.001}}},
+    ]}  # fmt: skip
+    with pytest.raises(ConfigError, match="counted twice"):
+        check_serve_config(config)
+
+
+# -- log records ----------------------------------------------------------------------
+
+
+def test_every_log_record_is_redacted_and_names_tenant_and_trace(spans: Any) -> None:
+    logs.install([r"acct-[0-9]{8}"])
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(message)s tenant=%(tenant)s trace=%(trace_id)s"))
+    third_party = logging.getLogger("some.library")
+    third_party.addHandler(handler)
+    third_party.propagate = False
+    try:
+        with tracing.span("request") as span:
+            logs.bind_tenant("tenant-a")
+            third_party.warning("calling with %s for %s", f"Bearer {KEY}", "acct-12345678")
+            try:
+                raise RuntimeError(f"upstream said: Incorrect API key provided: {KEY}")
+            except RuntimeError:
+                third_party.exception("the call failed")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    finally:
+        third_party.removeHandler(handler)
+    text = out.getvalue()
+    assert KEY not in text and "acct-12345678" not in text, text
+    assert text.count(MASK) >= 3
+    assert f"tenant=tenant-a trace={trace_id}" in text
+    assert "RuntimeError: upstream said" in text  # the traceback is kept, redacted
+
+
+# -- spans ----------------------------------------------------------------------------
+
+
+def test_exported_spans_are_redacted(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(ValueError), tracing.span("call", {"http.header": f"Bearer {KEY}"}):
+        raise ValueError(f"password={KEY}")
+    (span,) = spans.get_finished_spans()
+    text = str(span.attributes) + str([e.attributes for e in span.events]) + str(span.status)
+    assert KEY not in text and MASK in str(span.attributes)
+    assert span.status.description == "ValueError"
+
+
+def _tree(finished: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
+    children: dict[str, list[ReadableSpan]] = {}
+    for s in finished:
+        parent = format(s.parent.span_id, "016x") if s.parent else "-"
+        children.setdefault(parent, []).append(s)
+    return children
+
+
+def test_an_agent_turn_traces_its_stages(tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    """The scripted agent's "add": model -> calculator -> model, checkpoints between."""
+    config = AgentAppConfig.model_validate({
+        "agents": [scripted_agent("s", scenario="support")],
+        "sessions": {"store": {"kind": "sqlite", "path": str(tmp_path / "s.sqlite")}},
+    })  # fmt: skip
+
+    async def main() -> str:
+        service = await AgentService.open(config)
+        try:
+            info = await service.create_session("tenant-a", "s")
+            with tracing.span("client"):
+                result = await service.invoke("tenant-a", "s", info.id, "please add")
+            assert result.answer == "2+3=5"
+            return info.id
+        finally:
+            await service.close()
+
+    session = asyncio.run(main())
+    finished = spans.get_finished_spans()
+    (client,) = [s for s in finished if s.name == "client"]
+    (turn,) = [s for s in finished if s.name == "agent.turn"]
+    assert turn.parent is not None and turn.parent.span_id == client.context.span_id
+    assert {s.context.trace_id for s in finished} == {client.context.trace_id}
+    attributes = dict(turn.attributes or {})
+    assert attributes["runtime.agent"] == "s" and attributes["runtime.tenant"] == "tenant-a"
+    assert attributes["runtime.session"] == session and attributes["runtime.steps"] == 3
+    assert attributes["runtime.outcome"] == "ok" and "gen_ai.prompt" not in attributes
+    under_turn = sorted(_tree(finished)[format(turn.context.span_id, "016x")],
+                        key=lambda s: s.start_time or 0)  # fmt: skip
+    stages = [s.name for s in under_turn if not s.name.startswith("checkpoint.")]
+    assert stages == ["llm.call", "tool.call", "llm.call"]
+    tool = next(s for s in under_turn if s.name == "tool.call")
+    assert (tool.attributes or {})["runtime.tool"] == "calculator"
+    llm = next(s for s in under_turn if s.name == "llm.call")
+    assert (llm.attributes or {})["runtime.scenario"] == "support"
+    names = [s.name for s in under_turn]
+    assert names.count("checkpoint.write") >= 3 and "checkpoint.read" in names
+
+
+# -- providers ------------------------------------------------------------------------
+
+
+def test_each_provider_attempt_sends_its_trace_context(proxy: Any, spans: Any) -> None:
+    """A failed attempt and its retry: each request carries its own attempt's span."""
+    from runtime.config.providers import ProviderConfig
+    from runtime.providers.client import ProviderClient
+    from tests.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV
+
+    config = ProviderConfig.model_validate({
+        "name": "p", "base_url": f"http://127.0.0.1:{proxy.port}/v1",
+        "api_key_env": PROVIDER_KEY_ENV, "retries": {"backoff_initial_s": 0.01},
+    })  # fmt: skip
+    proxy.plan("500", "pass")
+    proxy.heads.clear()
+
+    async def main() -> dict[str, Any]:
+        client = ProviderClient(config)
+        try:
+            with tracing.span("gateway"):
+                return await client.chat(
+                    {
+                        "model": "tiny-random",
+                        "max_tokens": 1,
+                        "messages": [{"role": "user", "content": "hi"}],
+                    }
+                )
+        finally:
+            await client.aclose()
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(PROVIDER_KEY_ENV, PROVIDER_KEY)
+        assert asyncio.run(main())["choices"]
+    attempts = [s for s in spans.get_finished_spans() if s.name == "provider.attempt"]
+    assert len(attempts) == 2 and attempts[0].status.status_code.name == "ERROR"
+    # W3C: version-trace id-parent span id-flags (sampled, and Python's random trace id).
+    sent = [h["traceparent"].split("-") for h in proxy.heads]
+    assert [(v, t, p) for v, t, p, _ in sent] == [
+        ("00", f"{a.context.trace_id:032x}", f"{a.context.span_id:016x}") for a in attempts
+    ]
+    assert all(int(flags, 16) & 1 for *_, flags in sent)
