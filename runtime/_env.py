@@ -2,7 +2,9 @@
 
 Nothing else in the package reads ``os.environ`` for its own settings. The
 variables written for Ray and vLLM processes (``serve_env``, ``runtime.llm``)
-are set before those processes start.
+are set before those processes start. (``runtime.telemetry.redact`` scans the
+environment for the *values* of secret-named variables, to remove them from logs;
+OpenTelemetry's SDK reads its own ``OTEL_*`` variables.)
 """
 
 from __future__ import annotations

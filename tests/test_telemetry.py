@@ -223,6 +223,30 @@ def test_an_agent_turn_traces_its_stages(tmp_path: Path, spans: InMemorySpanExpo
     assert names.count("checkpoint.write") >= 3 and "checkpoint.read" in names
 
 
+def test_an_environment_may_record_prompts_still_redacted(
+    tmp_path: Path, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNTIME_LOG_CONTENT", "1")
+    config = AgentAppConfig.model_validate({
+        "agents": [scripted_agent("s")],
+        "sessions": {"store": {"kind": "sqlite", "path": str(tmp_path / "s.sqlite")}},
+    })  # fmt: skip
+
+    async def main() -> None:
+        service = await AgentService.open(config)
+        try:
+            info = await service.create_session("t", "s")
+            await service.invoke("t", "s", info.id, f"hello, my key is {KEY}")
+        finally:
+            await service.close()
+
+    asyncio.run(main())
+    (turn,) = [s for s in spans.get_finished_spans() if s.name == "agent.turn"]
+    attributes = dict(turn.attributes or {})
+    assert attributes["gen_ai.prompt"] == f"hello, my key is {MASK}"
+    assert attributes["gen_ai.completion"] == f"echo: hello, my key is {MASK}"
+
+
 # -- providers ------------------------------------------------------------------------
 
 

@@ -479,6 +479,7 @@ class AgentService:
             "runtime.outcome": ended, "runtime.steps": steps,
             "gen_ai.usage.input_tokens": tokens.usage.input_tokens,
             "gen_ai.usage.output_tokens": tokens.usage.output_tokens,
+            "gen_ai.completion": content(answer) if content_allowed() and answer else None,
         }, error=None if ended == "ok" else ended)  # fmt: skip
         try:
             await asyncio.shield(self.store.release(turn.session_id, turn.run_id))
