@@ -108,7 +108,8 @@ def _agent_error(err: AgentError) -> JSONResponse:
 
 class _Observe:
     """Counts every answered request by tenant, route template and status, in a
-    ``gateway.request`` span (pure ASGI: streams and client hang-ups pass through)."""
+    ``gateway <method> <route>`` span (pure ASGI: streams and client hang-ups pass
+    through; a stream's span ends with the stream)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner

@@ -18,7 +18,7 @@ attributes (exception messages and stack traces) and status descriptions.
 
 Spans (attributes never hold prompts or completions, unless ``$RUNTIME_LOG_CONTENT``):
 
-    gateway.request      the gateway's handling of one HTTP request (tenant, route, status)
+    gateway <method> <route>  the gateway's handling of one HTTP request (tenant, status)
     agent.turn           one agent turn (agent, tenant, session, outcome, steps, tokens)
     llm.call             an agent's LLM call (model, tokens), parent of the model's spans
     tool.call            an agent's tool call (tool, error)
