@@ -24,40 +24,62 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from runtime import _env
 
 MASK = "[REDACTED]"
 
-_SHAPES: list[tuple[re.Pattern[str], str]] = [
+#: A key that names a secret: it ends so. ("max_tokens": 256 is not one: a token is a
+#: secret, tokens are a count.)
+_SECRET_KEY = re.compile(
+    r"(?i)(?:api[_-]?key|secret|password|passwd|credentials?)$|(?:^|[_-])token$"
+)
+
+#: (substrings, lower-case, one of which the text must hold; pattern; replacement).
+#: The substrings are a cheap test that skips a pattern on most text (a log line is
+#: redacted in microseconds: docs/observability.md#redaction).
+_SHAPES: list[tuple[tuple[str, ...], re.Pattern[str], Any]] = [
     # "Authorization: Bearer x", "authorization=basic x", "x-api-key: x" (the whole value).
     (
+        ("authorization", "api-key"),
         re.compile(
             r"(?i)\b(authorization|proxy-authorization|x-api-key|api-key)"
             r"(\"?'?\s*[:=]\s*\"?'?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;&]+"
         ),
         rf"\1\2{MASK}",
     ),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {MASK}"),
-    # key=value and "key": "value" pairs whose key names a secret.
-    # ("max_tokens": 256 is not one: a token is a secret, tokens are a count.)
     (
-        re.compile(
-            r"(?i)\b([\w-]*(?:api[_-]?key|secret|password|passwd|credentials?)"
-            r"|(?:[\w-]*[_-])?token)\b(\"?'?\s*[:=]\s*\"?'?)[^\s\"',;&}]{4,}"
-        ),
-        rf"\1\2{MASK}",
+        ("bearer", "basic"),
+        re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
+        rf"\1 {MASK}",
     ),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), MASK),  # OpenAI, Anthropic, many proxies
-    (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), MASK),  # Google
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),  # AWS access key ids
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), MASK),  # GitHub
-    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), MASK),  # Slack
-    (re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"), MASK),  # Stripe
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), MASK),  # JWT
-    (re.compile(r"(://)[^/\s:@]+:[^/\s@]+@"), rf"\1{MASK}@"),  # user:password@host
+    # key=value and "key": "value" pairs whose key names a secret (the key is read
+    # whole, then judged by _secret_pair: linear in the text).
+    (
+        ("key", "secret", "passw", "credential", "token"),
+        re.compile(r"\b([\w-]++)(\"?'?\s*[:=]\s*\"?'?)([^\s\"',;&}]{4,})"),
+        lambda m: f"{m[1]}{m[2]}{MASK}" if _SECRET_KEY.search(m[1]) else m[0],
+    ),
+    # Keys by shape: OpenAI/Anthropic and many proxies (sk-), Google (AIza), AWS access
+    # key ids, GitHub, Slack, Stripe; JWTs.
+    (
+        ("sk-", "aiza", "akia", "asia", "gh", "xox", "_live_", "_test_", "eyj"),
+        re.compile(
+            r"\b(?:sk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{30,}|(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+            r"|gh[pousr]_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}"
+            r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"
+            r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
+        ),
+        MASK,
+    ),
+    (("@",), re.compile(r"(://)[^/\s:@]+:[^/\s@]+@"), rf"\1{MASK}@"),  # user:password@host
     # pydantic's "input_value='…'" (an invalid field's value: user input).
-    (re.compile(r"input_value=.*?(?=, input_type=|$)", re.S), f"input_value={MASK}"),
+    (
+        ("input_value=",),
+        re.compile(r"input_value=.*?(?=, input_type=|$)", re.S),
+        f"input_value={MASK}",
+    ),
 ]
 
 _SECRET_NAME = re.compile(r"(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|DSN|CREDENTIAL)")
@@ -89,8 +111,10 @@ class Redactor:
             return text
         if self._values is not None:
             text = self._values.sub(MASK, text)
-        for pattern, replacement in _SHAPES:
-            text = pattern.sub(replacement, text)
+        lower = text.lower()
+        for needles, pattern, replacement in _SHAPES:
+            if any(n in lower for n in needles):
+                text = pattern.sub(replacement, text)
         for pattern in self._configured:
             text = pattern.sub(MASK, text)
         return text
