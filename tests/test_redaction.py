@@ -69,6 +69,12 @@ def test_no_secret_or_prompt_in_logs_spans_or_error_bodies(
     # An unknown scenario header.
     expect(400, client.post("/v1/chat/completions", json={**chat, "model": stack.tiny_model},
                             headers={"X-Scenario": KEY}))  # fmt: skip
+    # The model's own routes (vLLM's, exposed at /llm in the tests): an invalid request
+    # names the field, never the input; vLLM's own error naming a key is redacted.
+    llm = f"{stack.base_url}/chat/completions"
+    expect(400, httpx.post(llm, json={"model": stack.model, "messages": f"{PROMPT} {KEY}"},
+                           timeout=60))  # fmt: skip
+    expect(404, httpx.post(llm, json={**chat, "model": KEY}, timeout=60), True)
     # Prompts answered: by a model, streamed and not, and in agent turns (the scripted
     # agent echoes the message in its answer: the answer, not a log, holds it).
     assert client.post("/v1/chat/completions",

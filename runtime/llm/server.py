@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
 
@@ -33,6 +35,7 @@ from runtime.llm.errors import LLMError
 from runtime.llm.stats import EngineStatsRecorder
 from runtime.models.sources import resolve_model
 from runtime.telemetry import logs
+from runtime.telemetry.redact import RedactErrorBodies
 
 logger = logging.getLogger("ray.serve")
 
@@ -115,6 +118,10 @@ class LLMServer:
         attach_chat(app)
         attach_completion(app)
         init_exception_handler(app)
+        # vLLM's own answer to an invalid request quotes the offending input (a prompt);
+        # this one names the field and the problem only, like the handle API's.
+        app.exception_handler(RequestValidationError)(_invalid_request)
+        app.add_middleware(RedactErrorBodies)
         supported_tasks = await self._engine.get_supported_tasks()
         await init_app_state(self._engine, app.state, self._args, supported_tasks)
         # vLLM's engine-error handler stops its uvicorn server when the engine dies.
@@ -275,6 +282,14 @@ def _gpu_gauge() -> Any:
     return metrics.Gauge(
         "runtime_llm_gpu_memory_used_fraction", "Share of the replica's GPU memory in use."
     )
+
+
+async def _invalid_request(request: Any, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body")
+    error = LLMError(f"{where}: {first['msg']}" if where else str(first["msg"]),
+                     param=where or None)  # fmt: skip
+    return JSONResponse(error.to_body(), status_code=error.status_code)
 
 
 def _parse(request_cls: type[Any], body: dict[str, Any], *, stream: bool) -> Any:

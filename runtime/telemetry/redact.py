@@ -146,3 +146,39 @@ def content(text: str) -> str:
     if content_allowed():
         return redact(text)
     return f"[content: {len(text)} chars]"
+
+
+class RedactErrorBodies:
+    """ASGI middleware: the body of every error answer (status 400 and up) redacted, for
+    apps whose error handlers are not the runtime's (vLLM's routers on the LLM app)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: dict[str, Any] = {}  # the start of an error answer, until its body is whole
+        chunks: list[bytes] = []
+
+        async def redacting_send(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                held["start"] = message
+                return
+            if message["type"] != "http.response.body" or "start" not in held:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = redact(b"".join(chunks).decode("utf-8", "replace")).encode()
+            start = held.pop("start")
+            headers = [
+                (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
+            ]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, redacting_send)
