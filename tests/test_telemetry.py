@@ -183,25 +183,31 @@ def _tree(finished: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
     return children
 
 
-def test_an_agent_turn_traces_its_stages(tmp_path: Path, spans: InMemorySpanExporter) -> None:
-    """The scripted agent's "add": model -> calculator -> model, checkpoints between."""
+def _turn(tmp_path: Path, message: str, **agent: Any) -> tuple[str, str]:
+    """One turn of the scripted agent `s` for tenant-a, in-process, inside a `client`
+    span: (session id, answer)."""
     config = AgentAppConfig.model_validate({
-        "agents": [scripted_agent("s", scenario="support")],
+        "agents": [scripted_agent("s", **agent)],
         "sessions": {"store": {"kind": "sqlite", "path": str(tmp_path / "s.sqlite")}},
     })  # fmt: skip
 
-    async def main() -> str:
+    async def main() -> tuple[str, str]:
         service = await AgentService.open(config)
         try:
             info = await service.create_session("tenant-a", "s")
             with tracing.span("client"):
-                result = await service.invoke("tenant-a", "s", info.id, "please add")
-            assert result.answer == "2+3=5"
-            return info.id
+                result = await service.invoke("tenant-a", "s", info.id, message)
+            return info.id, result.answer
         finally:
             await service.close()
 
-    session = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_an_agent_turn_traces_its_stages(tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    """The scripted agent's "add": model -> calculator -> model, checkpoints between."""
+    session, answer = _turn(tmp_path, "please add", scenario="support")
+    assert answer == "2+3=5"
     finished = spans.get_finished_spans()
     (client,) = [s for s in finished if s.name == "client"]
     (turn,) = [s for s in finished if s.name == "agent.turn"]
@@ -227,20 +233,7 @@ def test_an_environment_may_record_prompts_still_redacted(
     tmp_path: Path, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RUNTIME_LOG_CONTENT", "1")
-    config = AgentAppConfig.model_validate({
-        "agents": [scripted_agent("s")],
-        "sessions": {"store": {"kind": "sqlite", "path": str(tmp_path / "s.sqlite")}},
-    })  # fmt: skip
-
-    async def main() -> None:
-        service = await AgentService.open(config)
-        try:
-            info = await service.create_session("t", "s")
-            await service.invoke("t", "s", info.id, f"hello, my key is {KEY}")
-        finally:
-            await service.close()
-
-    asyncio.run(main())
+    _turn(tmp_path, f"hello, my key is {KEY}")
     (turn,) = [s for s in spans.get_finished_spans() if s.name == "agent.turn"]
     attributes = dict(turn.attributes or {})
     assert attributes["gen_ai.prompt"] == f"hello, my key is {MASK}"

@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from runtime.config.base import StrictModel
 from runtime.config.telemetry import GpuPrice, TelemetryConfig
 
-
-class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = ["LLMAppConfig", "StrictModel"]  # StrictModel: imported from here by the others
 
 
 class _Source(StrictModel):

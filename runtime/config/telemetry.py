@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-
-class StrictModel(BaseModel):
-    """As ``runtime.config.llm.StrictModel`` (which this module's users import: this one
-    stands alone so that every config module may import it)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from runtime.config.base import StrictModel
 
 
 class TelemetryConfig(StrictModel):

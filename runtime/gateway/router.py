@@ -66,11 +66,7 @@ def usage_of(reply: dict[str, Any] | None) -> tuple[int, int] | None:
 
 def tokens_of(reply: dict[str, Any] | None) -> int:
     """Prompt plus completion tokens of a reply or a usage chunk (0 when it has none)."""
-    usage = (reply or {}).get("usage") or {}
-    total = usage.get("total_tokens")
-    if isinstance(total, int):
-        return total
-    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    return sum(usage_of(reply) or ())
 
 
 class ReadyReplicas:

@@ -25,6 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ray.serve.context import _get_serve_request_context
+
 from runtime.telemetry import redact as _redact
 from runtime.telemetry.tracing import trace_ids
 
@@ -33,8 +35,6 @@ tenant_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "runtime_log_tenant", default=None
 )
 
-_installed: Callable[..., logging.LogRecord] | None = None
-
 #: Serve request id -> tenant, for records made outside the handler's context (Serve's
 #: access line, written after the handler returns). Bounded: the oldest go first.
 _by_request: OrderedDict[str, str] = OrderedDict()
@@ -42,12 +42,8 @@ _BY_REQUEST_MAX = 4096
 
 
 def _request_id() -> str:
-    try:
-        from ray.serve.context import _get_serve_request_context
-
-        return str(_get_serve_request_context().request_id or "")
-    except Exception:  # not in Serve
-        return ""
+    """The Serve request being served here ("" outside one)."""
+    return str(_get_serve_request_context().request_id or "")
 
 
 def bind_tenant(tenant: str) -> None:
@@ -101,10 +97,8 @@ def _scrub(record: logging.LogRecord) -> None:
 def install(patterns: Iterable[str] = ()) -> None:
     """Redaction and context fields for every log record of this process (idempotent;
     patterns accumulate). Wraps whatever record factory is in place (Ray's, vLLM's)."""
-    global _installed
     _redact.configure(patterns)
     current = logging.getLogRecordFactory()
     if getattr(current, "runtime_redaction", False):
         return
-    _installed = _factory(current)
-    logging.setLogRecordFactory(_installed)
+    logging.setLogRecordFactory(_factory(current))
