@@ -56,25 +56,44 @@ AGENT = {
 }
 POLICIES: dict[str, dict[str, Any]] = {
     "runtime": {
-        "min_replicas": 1, "max_replicas": 3, "metrics_interval_s": 0.5,
-        "look_back_period_s": 2, "upscale_delay_s": 0, "downscale_delay_s": 0,
-        "policy": {"policy_function": "runtime.autoscaling:AgentPolicy",
-                   "policy_kwargs": {"target_turns_per_replica": 4, "upscale_delay_s": 1,
-                                     "downscale_delay_s": 10}},
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "metrics_interval_s": 0.5,
+        "look_back_period_s": 2,
+        "upscale_delay_s": 0,
+        "downscale_delay_s": 0,
+        "policy": {
+            "policy_function": "runtime.autoscaling:AgentPolicy",
+            "policy_kwargs": {
+                "target_turns_per_replica": 4,
+                "upscale_delay_s": 1,
+                "downscale_delay_s": 10,
+            },
+        },
     },
     "serve-default": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4},
-}  # fmt: skip
+}
 LLM_POLICIES: dict[str, dict[str, Any]] = {
     "runtime": {
         **POLICIES["runtime"],
-        "policy": {"policy_function": "runtime.autoscaling:LLMPolicy",
-                   "policy_kwargs": {"target_ongoing_per_replica": 4, "upscale_delay_s": 1,
-                                     "downscale_delay_s": 10}},
+        "policy": {
+            "policy_function": "runtime.autoscaling:LLMPolicy",
+            "policy_kwargs": {
+                "target_ongoing_per_replica": 4,
+                "upscale_delay_s": 1,
+                "downscale_delay_s": 10,
+            },
+        },
     },
     "serve-default": POLICIES["serve-default"],
-}  # fmt: skip
-LLM_BODY = {"model": "tiny-random", "messages": [{"role": "user", "content": "Go on."}],
-            "max_tokens": 64, "ignore_eos": True, "temperature": 0}  # fmt: skip
+}
+LLM_BODY = {
+    "model": "tiny-random",
+    "messages": [{"role": "user", "content": "Go on."}],
+    "max_tokens": 64,
+    "ignore_eos": True,
+    "temperature": 0,
+}
 
 
 def llm_app(name: str, scaling: dict[str, Any], _store: Path) -> dict[str, Any]:
@@ -82,10 +101,13 @@ def llm_app(name: str, scaling: dict[str, Any], _store: Path) -> dict[str, Any]:
         "name": name,
         "route_prefix": None,
         "import_path": "runtime.apps:build_llm_app",
-        "args": {"model": {"source": "tiny-random"}, "num_cpus": 0.1,
-                 "engine": {"max_model_len": 256, "max_num_seqs": 16}},
+        "args": {
+            "model": {"source": "tiny-random"},
+            "num_cpus": 0.1,
+            "engine": {"max_model_len": 256, "max_num_seqs": 16},
+        },
         "deployments": [{"name": "LLMServer", "autoscaling_config": scaling}],
-    }  # fmt: skip
+    }
 
 
 def agent_clients(name: str, clients: int) -> list[Any]:
@@ -109,14 +131,18 @@ def app(name: str, scaling: dict[str, Any], store: Path) -> dict[str, Any]:
         "name": name,
         "route_prefix": None,
         "import_path": "runtime.apps:build_agent_app",
-        "args": {"agents": [AGENT], "sessions": {"store": {"kind": "sqlite",
-                                                            "path": str(store)}}},
-        "deployments": [{"name": "AgentServer", "autoscaling_config": scaling,
-                         # Four turns at a time per replica: more wait for a replica, so
-                         # the replica count shows in the latency.
-                         "max_ongoing_requests": 4,
-                         "ray_actor_options": {"num_cpus": 0.1, "label_selector": CPU_WORKER}}],
-    }  # fmt: skip
+        "args": {"agents": [AGENT], "sessions": {"store": {"kind": "sqlite", "path": str(store)}}},
+        "deployments": [
+            {
+                "name": "AgentServer",
+                "autoscaling_config": scaling,
+                # Four turns at a time per replica: more wait for a replica, so
+                # the replica count shows in the latency.
+                "max_ongoing_requests": 4,
+                "ray_actor_options": {"num_cpus": 0.1, "label_selector": CPU_WORKER},
+            }
+        ],
+    }
 
 
 #: --deployment -> (deployment name, policies, application, clients, result file stem).
@@ -199,8 +225,13 @@ def plot(results: dict[str, Any], path: Path, what: str) -> None:
     for name, phase in results["policies"].items():
         t = [s[0] for s in phase["samples"]]
         top.step(t, [s[2] for s in phase["samples"]], where="post", label=f"{name}: decided")
-        top.step(t, [s[1] for s in phase["samples"]], where="post", linestyle="--",
-                 label=f"{name}: running")  # fmt: skip
+        top.step(
+            t,
+            [s[1] for s in phase["samples"]],
+            where="post",
+            linestyle="--",
+            label=f"{name}: running",
+        )
         window: dict[int, list[float]] = {}
         for start, latency in phase["turns"]:
             window.setdefault(int(start // 2) * 2, []).append(latency)
@@ -240,22 +271,32 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="autoscaling-bench-"))
     ray.init(address="local", include_dashboard=False, log_to_driver=False, labels=CPU_WORKER)
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "ray": ray.__version__},
-        "load": {"deployment": ns.deployment, "base_s": ns.base_s, "step_s": ns.step_s,
-                 "clients": ns.clients,
-                 **({"turn_s": 1.0} if ns.deployment == "agents" else {"max_tokens": 64})},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+        },
+        "load": {
+            "deployment": ns.deployment,
+            "base_s": ns.base_s,
+            "step_s": ns.step_s,
+            "clients": ns.clients,
+            **({"turn_s": 1.0} if ns.deployment == "agents" else {"max_tokens": 64}),
+        },
         "policies": {},
-    }  # fmt: skip
+    }
     try:
         for name, scaling in policies.items():
-            config = {"proxy_location": "HeadOnly",
-                      "http_options": {"host": "127.0.0.1", "port": free_port()},
-                      "applications": [build(name, scaling, tmp / f"{name}.sqlite")]}  # fmt: skip
+            config = {
+                "proxy_location": "HeadOnly",
+                "http_options": {"host": "127.0.0.1", "port": free_port()},
+                "applications": [build(name, scaling, tmp / f"{name}.sqlite")],
+            }
             deploy_config(config, source="benchmark", timeout_s=300, wait_for_http=False)
             print(f"[{name}] step load", flush=True)
-            results["policies"][name] = run_phase(name, ns.deployment, ns.base_s, ns.step_s,
-                                                  ns.clients)  # fmt: skip
+            results["policies"][name] = run_phase(
+                name, ns.deployment, ns.base_s, ns.step_s, ns.clients
+            )
             serve.delete(name)
     finally:
         serve.shutdown()

@@ -45,9 +45,14 @@ from runtime import _env  # noqa: E402
 
 MODEL = "tiny-random"
 REDIS_ENV = "RUNTIME_BENCH_REDIS_URL"
-LIMITS = {"per_tenant": {"requests_per_minute": 1_000_000, "tokens_per_minute": 100_000_000,
-                         "concurrency": 1000},
-          "per_key": {"requests_per_minute": 1_000_000}}  # fmt: skip
+LIMITS = {
+    "per_tenant": {
+        "requests_per_minute": 1_000_000,
+        "tokens_per_minute": 100_000_000,
+        "concurrency": 1000,
+    },
+    "per_key": {"requests_per_minute": 1_000_000},
+}
 
 
 def gateway_app(name: str, prefix: str, limits: dict[str, Any], env: dict[str, str]) -> Any:
@@ -57,12 +62,22 @@ def gateway_app(name: str, prefix: str, limits: dict[str, Any], env: dict[str, s
         "name": name,
         "route_prefix": prefix,
         "import_path": "runtime.apps:build_gateway_app",
-        "args": {"models": [{"name": MODEL, "app": "llm"}],
-                 "auth": {"local_key_env": _env.RUNTIME_API_KEY}, "rate_limits": limits},
-        "deployments": [{"name": "Gateway", "ray_actor_options": {
-            "num_cpus": 0.5, "label_selector": CPU_WORKER,
-            "runtime_env": {"env_vars": env}}}],
-    }  # fmt: skip
+        "args": {
+            "models": [{"name": MODEL, "app": "llm"}],
+            "auth": {"local_key_env": _env.RUNTIME_API_KEY},
+            "rate_limits": limits,
+        },
+        "deployments": [
+            {
+                "name": "Gateway",
+                "ray_actor_options": {
+                    "num_cpus": 0.5,
+                    "label_selector": CPU_WORKER,
+                    "runtime_env": {"env_vars": env},
+                },
+            }
+        ],
+    }
 
 
 def stack_config(port: int, redis_url: str | None) -> dict[str, Any]:
@@ -79,9 +94,14 @@ def stack_config(port: int, redis_url: str | None) -> dict[str, Any]:
         gateway_app("gateway", "/", LIMITS, {}),
     ]
     if redis_url:
-        apps.append(gateway_app("gateway-redis", "/redis",
-                                {**LIMITS, "storage_url_env": REDIS_ENV},
-                                {REDIS_ENV: redis_url}))  # fmt: skip
+        apps.append(
+            gateway_app(
+                "gateway-redis",
+                "/redis",
+                {**LIMITS, "storage_url_env": REDIS_ENV},
+                {REDIS_ENV: redis_url},
+            )
+        )
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -196,8 +216,9 @@ def start_redis() -> tuple[subprocess.Popen[bytes] | None, str | None]:
     root = tempfile.mkdtemp(prefix="bench-redis-")
     process = subprocess.Popen(
         [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", root],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import redis
 
     url = f"redis://127.0.0.1:{port}/0"
@@ -238,22 +259,39 @@ def main() -> int:
     if redis_url:
         urls["gateway-redis"] = f"{base}/redis/v1/chat/completions"
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "ray": ray.__version__, "model": MODEL},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "model": MODEL,
+        },
         "rounds": ns.rounds,
         "kinds": {},
-    }  # fmt: skip
+    }
     try:
         deploy_config(stack_config(port, redis_url), source="benchmark", timeout_s=900)
         handle = serve.get_deployment_handle("LLMServer", app_name="llm")
         http = httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=60)
         kinds = {
-            "chat max_tokens=1": ({"model": MODEL, "messages": [{"role": "user",
-                                  "content": "Hello there"}], "max_tokens": 1}, False),
-            "stream, first token": ({"model": MODEL, "messages": [{"role": "user",
-                                    "content": "Hello there"}], "max_tokens": 4,
-                                    "ignore_eos": True, "stream": True}, True),
-        }  # fmt: skip
+            "chat max_tokens=1": (
+                {
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": "Hello there"}],
+                    "max_tokens": 1,
+                },
+                False,
+            ),
+            "stream, first token": (
+                {
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": "Hello there"}],
+                    "max_tokens": 4,
+                    "ignore_eos": True,
+                    "stream": True,
+                },
+                True,
+            ),
+        }
         for kind, (body, stream) in kinds.items():
             print(f"[{kind}] warm-up", flush=True)
             for _ in range(ns.warmup):
@@ -268,8 +306,7 @@ def main() -> int:
                 samples["handle"].append(timed_handle(handle, body, stream))
             modes = {m: stats(v) for m, v in samples.items()}
             for mode in [m for m in urls if m != "direct-http"]:
-                paired = [g - d for g, d in zip(samples[mode], samples["direct-http"],
-                                                strict=True)]  # fmt: skip
+                paired = [g - d for g, d in zip(samples[mode], samples["direct-http"], strict=True)]
                 modes[mode]["added_p50_ms"] = round(
                     modes[mode]["p50_ms"] - modes["direct-http"]["p50_ms"], 3
                 )

@@ -82,8 +82,9 @@ def pressure_want(current: int, use: float, target: float, headroom: float) -> W
     if current <= 0 or use <= 0:
         return Want(0, 0)
     load = current * use
-    return Want(up=_ceil(load / target) if use > target else 0,
-                floor=_ceil(load / (target * headroom)))  # fmt: skip
+    return Want(
+        up=_ceil(load / target) if use > target else 0, floor=_ceil(load / (target * headroom))
+    )
 
 
 def combine(*wants: Want) -> Want:
@@ -185,8 +186,13 @@ class LLMPolicy:
         self.config = LLMScaling.model_validate(kwargs)
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
-        want = llm_want(int(ctx.current_num_replicas), ctx.aggregated_metrics,
-                        ctx.total_queued_requests, ctx.total_num_requests, self.config)  # fmt: skip
+        want = llm_want(
+            int(ctx.current_num_replicas),
+            ctx.aggregated_metrics,
+            ctx.total_queued_requests,
+            ctx.total_num_requests,
+            self.config,
+        )
         return _decide(ctx, want, self.config)
 
 
@@ -197,8 +203,9 @@ class AgentPolicy:
         self.config = AgentScaling.model_validate(kwargs)
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
-        want = agent_want(ctx.aggregated_metrics, ctx.total_queued_requests,
-                          ctx.total_num_requests, self.config)  # fmt: skip
+        want = agent_want(
+            ctx.aggregated_metrics, ctx.total_queued_requests, ctx.total_num_requests, self.config
+        )
         return _decide(ctx, want, self.config)
 
 
@@ -225,25 +232,38 @@ class AgentLLMPolicy:
         if AGENT_DEPLOYMENT in by_name:
             dep, ctx = by_name[AGENT_DEPLOYMENT]
             cfg = self.config.agents
-            turns = agent_load(ctx.aggregated_metrics, ctx.total_queued_requests,
-                               ctx.total_num_requests)  # fmt: skip
+            turns = agent_load(
+                ctx.aggregated_metrics, ctx.total_queued_requests, ctx.total_num_requests
+            )
             want = want_for(turns, cfg.target_turns_per_replica, cfg.downscale_headroom)
             decisions[dep], states[dep] = _decide(ctx, want, cfg)
         if LLM_DEPLOYMENT in by_name:
             dep, ctx = by_name[LLM_DEPLOYMENT]
             cfg_llm = self.config.llm
-            want = llm_want(int(ctx.current_num_replicas), ctx.aggregated_metrics,
-                            ctx.total_queued_requests, ctx.total_num_requests, cfg_llm)  # fmt: skip
+            want = llm_want(
+                int(ctx.current_num_replicas),
+                ctx.aggregated_metrics,
+                ctx.total_queued_requests,
+                ctx.total_num_requests,
+                cfg_llm,
+            )
             if turns is not None:
                 sequences = turns * self.config.llm_sequences_per_turn
-                ahead = want_for(sequences, cfg_llm.target_ongoing_per_replica,
-                                 cfg_llm.downscale_headroom)  # fmt: skip
+                ahead = want_for(
+                    sequences, cfg_llm.target_ongoing_per_replica, cfg_llm.downscale_headroom
+                )
                 want = combine(want, ahead)
             decisions[dep], states[dep] = _decide(ctx, want, cfg_llm)
         return decisions, states
 
 
 def _decide(ctx: Any, want: Want, hysteresis: Hysteresis) -> tuple[int, dict[str, Any]]:
-    return decide(_target(ctx), want, ctx.capacity_adjusted_min_replicas,
-                  ctx.capacity_adjusted_max_replicas, ctx.current_time, ctx.policy_state,
-                  hysteresis)  # fmt: skip
+    return decide(
+        _target(ctx),
+        want,
+        ctx.capacity_adjusted_min_replicas,
+        ctx.capacity_adjusted_max_replicas,
+        ctx.current_time,
+        ctx.policy_state,
+        hysteresis,
+    )

@@ -212,8 +212,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", type=Path)
     run.add_argument("--address", default=None, help="an existing Ray cluster (default: new)")
     run.add_argument("--verbose", action="store_true", help="stream replica logs to the terminal")
-    run.add_argument("--metrics-port", type=int, default=8080,
-                     help="a new local cluster's metrics port for Prometheus")  # fmt: skip
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        help="a new local cluster's metrics port for Prometheus",
+    )
     run.add_argument(
         "--ingress",
         choices=["proxy", "haproxy"],
@@ -248,8 +252,9 @@ def parser() -> argparse.ArgumentParser:
     sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
     prune = sessions_sub.add_parser("prune", help="delete sessions idle for N days")
     where = prune.add_mutually_exclusive_group(required=True)
-    where.add_argument("--postgres-dsn-env", metavar="NAME",
-                       help="environment variable holding the PostgreSQL DSN")  # fmt: skip
+    where.add_argument(
+        "--postgres-dsn-env", metavar="NAME", help="environment variable holding the PostgreSQL DSN"
+    )
     where.add_argument("--sqlite", type=Path, metavar="FILE", help="a SQLite session store")
     prune.add_argument("--idle-days", type=float, required=True)
     prune.add_argument("--dry-run", action="store_true", help="count them, delete nothing")

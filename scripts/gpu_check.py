@@ -47,22 +47,35 @@ def _reading(visible: str | None) -> Any:
         f"import sys, json; sys.path.insert(0, {str(REPO)!r}); import scripts.gpu_check as c; "
         "c._bare_packages(); from runtime.llm import gpu; print(json.dumps(gpu.gpu_memory()))"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True, cwd=REPO)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=REPO
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _smi() -> list[dict[str, Any]]:
     out = subprocess.run(
-        ["nvidia-smi", "--query-gpu=index,uuid,name,memory.used,memory.total",
-         "--format=csv,noheader,nounits"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            "nvidia-smi",
+            "--query-gpu=index,uuid,name,memory.used,memory.total",
+            "--format=csv,noheader,nounits",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = []
     for line in out.strip().splitlines():
         index, uuid, name, used, total = (v.strip() for v in line.split(","))
-        rows.append({"index": int(index), "uuid": uuid, "name": name,
-                     "used_mib": int(used), "total_mib": int(total)})  # fmt: skip
+        rows.append(
+            {
+                "index": int(index),
+                "uuid": uuid,
+                "name": name,
+                "used_mib": int(used),
+                "total_mib": int(total),
+            }
+        )
     return rows
 
 
@@ -70,14 +83,18 @@ def _policy(fraction: float, target: float) -> int:
     """LLMPolicy's decision for one replica whose GPU is ``fraction`` full."""
     from runtime.autoscaling import GPU_MEMORY_USED, LLMPolicy
 
-    policy = LLMPolicy(gpu_memory_target=target, upscale_delay_s=0,
-                       target_ongoing_per_replica=1000)  # fmt: skip
+    policy = LLMPolicy(gpu_memory_target=target, upscale_delay_s=0, target_ongoing_per_replica=1000)
     ctx = types.SimpleNamespace(  # Serve's AutoscalingContext fields the policy reads
-        current_num_replicas=1, target_num_replicas=1, aggregated_metrics={
-            GPU_MEMORY_USED: {"replica-0": fraction}},
-        total_queued_requests=0, total_num_requests=0, capacity_adjusted_min_replicas=1,
-        capacity_adjusted_max_replicas=4, current_time=time.time(), policy_state={},
-    )  # fmt: skip
+        current_num_replicas=1,
+        target_num_replicas=1,
+        aggregated_metrics={GPU_MEMORY_USED: {"replica-0": fraction}},
+        total_queued_requests=0,
+        total_num_requests=0,
+        capacity_adjusted_min_replicas=1,
+        capacity_adjusted_max_replicas=4,
+        current_time=time.time(),
+        policy_state={},
+    )
     replicas, _ = policy(ctx)
     return replicas
 
@@ -106,8 +123,12 @@ def main() -> int:
     for visible in (None, "0", first["uuid"]):
         used_total = _reading(visible)
         ok = used_total is not None and abs(used_total[1] - total) <= 64 * 1024**2
-        check(f"total with CUDA_VISIBLE_DEVICES={visible!r} matches nvidia-smi", ok,
-              reading=used_total, smi_total_mib=first["total_mib"])  # fmt: skip
+        check(
+            f"total with CUDA_VISIBLE_DEVICES={visible!r} matches nvidia-smi",
+            ok,
+            reading=used_total,
+            smi_total_mib=first["total_mib"],
+        )
     for visible in ("", "-1"):
         value = _reading(visible)
         check(f"no reading with CUDA_VISIBLE_DEVICES={visible!r}", value is None, reading=value)
@@ -117,17 +138,23 @@ def main() -> int:
     before = gpu.gpu_memory()
     smi_before = _smi()[0]["used_mib"]
     assert before is not None
-    check("used matches nvidia-smi (within 256 MiB)",
-          abs(before[0] / 1024**2 - smi_before) <= 256,
-          nvml_used_mib=before[0] // 1024**2, smi_used_mib=smi_before)  # fmt: skip
+    check(
+        "used matches nvidia-smi (within 256 MiB)",
+        abs(before[0] / 1024**2 - smi_before) <= 256,
+        nvml_used_mib=before[0] // 1024**2,
+        smi_used_mib=smi_before,
+    )
     block = torch.empty(int(ns.gib * GIB), dtype=torch.uint8, device="cuda")
     block.fill_(1)
     torch.cuda.synchronize()
     after = gpu.gpu_memory()
     assert after is not None
     grown = (after[0] - before[0]) / GIB
-    check(f"used grows by the {ns.gib:g} GiB allocated (within 0.5 GiB)",
-          abs(grown - ns.gib) <= 0.5, grown_gib=round(grown, 3))  # fmt: skip
+    check(
+        f"used grows by the {ns.gib:g} GiB allocated (within 0.5 GiB)",
+        abs(grown - ns.gib) <= 0.5,
+        grown_gib=round(grown, 3),
+    )
     fraction_full = gpu.gpu_memory_used_fraction()
     assert fraction_full is not None
     del block
@@ -152,8 +179,12 @@ def main() -> int:
         replicas_freed=stay,
     )
 
-    result = {"device": first["name"], "driver_smi": smi, "torch": torch.__version__,
-              "checks": checks}  # fmt: skip
+    result = {
+        "device": first["name"],
+        "driver_smi": smi,
+        "torch": torch.__version__,
+        "checks": checks,
+    }
     if ns.out:
         ns.out.write_text(json.dumps(result, indent=2))
     failed = [c["check"] for c in checks if not c["ok"]]

@@ -94,15 +94,27 @@ def serve_config(http_port: int, sessions: Path) -> dict[str, Any]:
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": http_port},
         "applications": [
-            {"name": "agents", "route_prefix": None,
-             "import_path": "runtime.apps:build_agent_app",
-             "args": {"agents": [agent],
-                      "sessions": {"store": {"kind": "sqlite", "path": str(sessions)}}}},
-            {"name": "llm", "route_prefix": None, "import_path": "runtime.apps:build_llm_app",
-             "args": {"model": {"source": "tiny-random"}, "placement": "gpu-worker",
-                      "engine": {"max_model_len": 256, "max_num_seqs": 4}}},
+            {
+                "name": "agents",
+                "route_prefix": None,
+                "import_path": "runtime.apps:build_agent_app",
+                "args": {
+                    "agents": [agent],
+                    "sessions": {"store": {"kind": "sqlite", "path": str(sessions)}},
+                },
+            },
+            {
+                "name": "llm",
+                "route_prefix": None,
+                "import_path": "runtime.apps:build_llm_app",
+                "args": {
+                    "model": {"source": "tiny-random"},
+                    "placement": "gpu-worker",
+                    "engine": {"max_model_len": 256, "max_num_seqs": 4},
+                },
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 def free_port() -> int:
@@ -166,8 +178,9 @@ def scenario(gcs_address: str, idle_timeout_s: float) -> dict[str, Any]:
     }
     serve.delete("agents")
     serve.delete("llm")
-    removed = wait_for(lambda: worker_nodes() == {}, idle_timeout_s + 120,
-                       "idle workers removed", interval_s=0.5)  # fmt: skip
+    removed = wait_for(
+        lambda: worker_nodes() == {}, idle_timeout_s + 120, "idle workers removed", interval_s=0.5
+    )
     seen["workers_removed_after_s"] = round(removed, 1)
     serve.shutdown()
     ray.shutdown()
@@ -195,11 +208,22 @@ def main() -> int:
     }
     ray = str(Path(sys.executable).with_name("ray"))
     head = subprocess.Popen(
-        [ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=0",
-         f"--autoscaling-config={config}", "--include-dashboard=false",
-         "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-    )  # fmt: skip
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=0",
+            f"--autoscaling-config={config}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
     os.environ["RAY_AUTH_MODE"] = "disabled"
     result: dict[str, Any] = {}
     try:

@@ -80,12 +80,16 @@ KEY_FEW_TOKENS = new_key()  # tenant-f: one LLM token per minute
 GATEWAY_KEYS = [
     {"id": "b", "tenant": "tenant-b", "sha256": key_hash(KEY_B)},
     {"id": "old", "tenant": "tenant-b", "sha256": key_hash(KEY_REVOKED), "revoked": True},
-    {"id": "c", "tenant": "tenant-c", "sha256": key_hash(KEY_SCOPED),
-     "scopes": {"models": ["tiny-random"], "agents": ["scripted"]}},
+    {
+        "id": "c",
+        "tenant": "tenant-c",
+        "sha256": key_hash(KEY_SCOPED),
+        "scopes": {"models": ["tiny-random"], "agents": ["scripted"]},
+    },
     {"id": "d", "tenant": "tenant-d", "sha256": key_hash(KEY_ONE_AT_A_TIME)},
     {"id": "e", "tenant": "tenant-e", "sha256": key_hash(KEY_THREE_PER_MINUTE)},
     {"id": "f", "tenant": "tenant-f", "sha256": key_hash(KEY_FEW_TOKENS)},
-]  # fmt: skip
+]
 #: The main gateway counts in memory (one replica); test_gateway_routing.py deploys a
 #: second gateway with two replicas counting in Redis.
 GATEWAY_LIMITS = {
@@ -143,32 +147,48 @@ class Stack:
 
 #: Replies of the scripted stand-in model (it stands in for the model's choices only).
 SCRIPT_RULES: list[dict[str, Any]] = [
-    {"when": "add", "steps": [
-        {"tool": "calculator", "args": {"expression": "2+3"}},
-        {"answer": "2+3={last_tool_result}"},
-    ]},
-    {"when": "two tools", "steps": [
-        {"tool": "calculator", "args": {"expression": "6*7"}},
-        {"tool": "clock", "args": {"timezone": "UTC"}},
-        {"answer": "the clock said {last_tool_result}"},
-    ]},
-    {"when": "divide by zero", "steps": [
-        {"tool": "calculator", "args": {"expression": "1/0"}},
-        {"answer": "the tool said: {last_tool_result}"},
-    ]},
-    {"when": "loop", "repeat": True, "steps": [
-        {"tool": "calculator", "args": {"expression": "1+1"}},
-    ]},
-    {"when": "tool then slow", "steps": [
-        {"tool": "calculator", "args": {"expression": "1+1"}},
-        {"answer": "finally done", "delay_s": 30},
-    ]},
+    {
+        "when": "add",
+        "steps": [
+            {"tool": "calculator", "args": {"expression": "2+3"}},
+            {"answer": "2+3={last_tool_result}"},
+        ],
+    },
+    {
+        "when": "two tools",
+        "steps": [
+            {"tool": "calculator", "args": {"expression": "6*7"}},
+            {"tool": "clock", "args": {"timezone": "UTC"}},
+            {"answer": "the clock said {last_tool_result}"},
+        ],
+    },
+    {
+        "when": "divide by zero",
+        "steps": [
+            {"tool": "calculator", "args": {"expression": "1/0"}},
+            {"answer": "the tool said: {last_tool_result}"},
+        ],
+    },
+    {
+        "when": "loop",
+        "repeat": True,
+        "steps": [
+            {"tool": "calculator", "args": {"expression": "1+1"}},
+        ],
+    },
+    {
+        "when": "tool then slow",
+        "steps": [
+            {"tool": "calculator", "args": {"expression": "1+1"}},
+            {"answer": "finally done", "delay_s": 30},
+        ],
+    },
     {"when": "slow", "steps": [{"answer": "finally done", "delay_s": 30}]},
     {"when": "half a second", "steps": [{"answer": "done: {user}", "delay_s": 0.5}]},
     {"when": "six seconds", "steps": [{"answer": "done", "delay_s": 6}]},
     {"when": "wordy", "steps": [{"answer": " ".join(["word"] * 1200)}]},
     {"steps": [{"answer": "echo: {user}"}]},
-]  # fmt: skip
+]
 TOOLS = ["runtime.agents.tools:calculator", "runtime.agents.tools:clock"]
 
 
@@ -207,9 +227,13 @@ SCALED_1_TO_2 = {
 #: KV-cache target of the `kvp` app: the tiny model's tokens take 1 KiB of the CPU
 #: engine's smallest cache (1 GiB), so a few long requests hold ~0.1-0.3 % of it.
 KVP_TARGET = 0.0005
-AUTO_SCALING = {**SCALED_1_TO_2, "policy": {
-    "policy_function": "runtime.autoscaling:AgentPolicy",
-    "policy_kwargs": {"target_turns_per_replica": 2, **QUICK}}}  # fmt: skip
+AUTO_SCALING = {
+    **SCALED_1_TO_2,
+    "policy": {
+        "policy_function": "runtime.autoscaling:AgentPolicy",
+        "policy_kwargs": {"target_turns_per_replica": 2, **QUICK},
+    },
+}
 
 
 def tiny_llm_args(served_name: str) -> dict[str, Any]:
@@ -220,17 +244,30 @@ def tiny_llm_args(served_name: str) -> dict[str, Any]:
 
 def llm_apps() -> list[dict[str, Any]]:
     """An LLM scaled by KV-cache pressure alone (its queue target is out of reach)."""
-    return [{
-        "name": "kvp",
-        "route_prefix": None,
-        "import_path": "runtime.apps:build_llm_app",
-        "args": tiny_llm_args("kvp-tiny"),
-        "deployments": [{"name": "LLMServer", "autoscaling_config": {
-            **SCALED_1_TO_2, "policy": {"policy_function": "runtime.autoscaling:LLMPolicy",
-                                        "policy_kwargs": {"target_ongoing_per_replica": 1000,
-                                                          "kv_cache_target": KVP_TARGET,
-                                                          **QUICK}}}}],
-    }]  # fmt: skip
+    return [
+        {
+            "name": "kvp",
+            "route_prefix": None,
+            "import_path": "runtime.apps:build_llm_app",
+            "args": tiny_llm_args("kvp-tiny"),
+            "deployments": [
+                {
+                    "name": "LLMServer",
+                    "autoscaling_config": {
+                        **SCALED_1_TO_2,
+                        "policy": {
+                            "policy_function": "runtime.autoscaling:LLMPolicy",
+                            "policy_kwargs": {
+                                "target_ongoing_per_replica": 1000,
+                                "kv_cache_target": KVP_TARGET,
+                                **QUICK,
+                            },
+                        },
+                    },
+                }
+            ],
+        }
+    ]
 
 
 def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
@@ -246,11 +283,18 @@ def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
             "import_path": "runtime.apps:build_agent_app",
             "args": {
                 "agents": [scripted_agent("scripted-auto")],
-                "sessions": {**SESSIONS, "store": {"kind": "sqlite",
-                                                   "path": str(tmp / "auto.sqlite")}},
+                "sessions": {
+                    **SESSIONS,
+                    "store": {"kind": "sqlite", "path": str(tmp / "auto.sqlite")},
+                },
             },
-            "deployments": [{"name": "AgentServer", "ray_actor_options": ON_CPU_WORKER,
-                             "autoscaling_config": AUTO_SCALING}],
+            "deployments": [
+                {
+                    "name": "AgentServer",
+                    "ray_actor_options": ON_CPU_WORKER,
+                    "autoscaling_config": AUTO_SCALING,
+                }
+            ],
         },
         {
             # Agents with their own LLM, both scaled by one application-level policy.
@@ -259,8 +303,10 @@ def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
             "import_path": "runtime.apps:build_agent_app",
             "args": {
                 "agents": [scripted_agent("scripted-duo")],
-                "sessions": {**SESSIONS, "store": {"kind": "sqlite",
-                                                   "path": str(tmp / "duo.sqlite")}},
+                "sessions": {
+                    **SESSIONS,
+                    "store": {"kind": "sqlite", "path": str(tmp / "duo.sqlite")},
+                },
                 "llm_server": tiny_llm_args("duo-tiny"),
             },
             "autoscaling_policy": {
@@ -271,8 +317,11 @@ def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
                 },
             },
             "deployments": [
-                {"name": "AgentServer", "ray_actor_options": ON_CPU_WORKER,
-                 "autoscaling_config": SCALED_1_TO_2},
+                {
+                    "name": "AgentServer",
+                    "ray_actor_options": ON_CPU_WORKER,
+                    "autoscaling_config": SCALED_1_TO_2,
+                },
                 {"name": "LLMServer", "autoscaling_config": SCALED_1_TO_2},
             ],
         },
@@ -283,12 +332,20 @@ def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
             "import_path": "runtime.apps:build_agent_app",
             "args": {
                 "agents": [scripted_agent("scripted-narrow")],
-                "sessions": {**SESSIONS, "store": {"kind": "sqlite",
-                                                   "path": str(tmp / "narrow.sqlite")}},
+                "sessions": {
+                    **SESSIONS,
+                    "store": {"kind": "sqlite", "path": str(tmp / "narrow.sqlite")},
+                },
             },
-            "deployments": [{"name": "AgentServer", "num_replicas": 1,
-                             "max_ongoing_requests": 1, "max_queued_requests": 1,
-                             "ray_actor_options": ON_CPU_WORKER}],
+            "deployments": [
+                {
+                    "name": "AgentServer",
+                    "num_replicas": 1,
+                    "max_ongoing_requests": 1,
+                    "max_queued_requests": 1,
+                    "ray_actor_options": ON_CPU_WORKER,
+                }
+            ],
         },
         {
             "name": "one",
@@ -298,9 +355,14 @@ def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
                 "agents": [scripted_agent("scripted")],
                 "sessions": {**SESSIONS, "store": one_store},
             },
-            "deployments": [{"name": "AgentServer", "num_replicas": 1,
-                             "max_ongoing_requests": 1000,
-                             "ray_actor_options": ON_CPU_WORKER}],
+            "deployments": [
+                {
+                    "name": "AgentServer",
+                    "num_replicas": 1,
+                    "max_ongoing_requests": 1000,
+                    "ray_actor_options": ON_CPU_WORKER,
+                }
+            ],
         },
         {
             "name": "pg",
@@ -310,11 +372,18 @@ def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
                 "agents": pg_agents,
                 "sessions": {**SESSIONS, "store": pg_store},
             },
-            "deployments": [{"name": "AgentServer", "num_replicas": 2, "ray_actor_options": {
-                **ON_CPU_WORKER, "runtime_env": {"env_vars": {PG_DSN_ENV: pg_dsn}},
-            }}],
+            "deployments": [
+                {
+                    "name": "AgentServer",
+                    "num_replicas": 2,
+                    "ray_actor_options": {
+                        **ON_CPU_WORKER,
+                        "runtime_env": {"env_vars": {PG_DSN_ENV: pg_dsn}},
+                    },
+                }
+            ],
         },
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -328,15 +397,15 @@ def ray_cluster() -> Iterator[Any]:
     cluster = Cluster(
         initialize_head=True,
         # As on KubeRay (`num-cpus: 0`): Serve's controller and proxy only.
-        head_node_args={"num_cpus": 0, "include_dashboard": False,
-                        "metrics_export_port": ports[0]},
-    )  # fmt: skip
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "metrics_export_port": ports[0]},
+    )
     # Logical CPUs and GPUs (Ray's accounting, not cores): enough for every test app's
     # replicas and the autoscaled ones. Agents and gateways select the CPU worker; LLM
     # replicas (`placement: gpu-worker`) the GPU worker and a logical GPU each.
     cluster.add_node(num_cpus=6, labels={"worker-kind": "cpu"}, metrics_export_port=ports[1])
-    cluster.add_node(num_cpus=6, num_gpus=8, labels={"worker-kind": "gpu"},
-                     metrics_export_port=ports[2])  # fmt: skip
+    cluster.add_node(
+        num_cpus=6, num_gpus=8, labels={"worker-kind": "gpu"}, metrics_export_port=ports[2]
+    )
     cluster.metrics_ports = ports
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
@@ -399,8 +468,9 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
     agents = next(a for a in config["applications"] if a["name"] == "agents")
     agents["args"]["agents"] += SCRIPTED_AGENTS
     agents["args"]["sessions"] = {
-        **SESSIONS, "store": {"kind": "sqlite", "path": str(tmp / "agents.sqlite")}
-    }  # fmt: skip
+        **SESSIONS,
+        "store": {"kind": "sqlite", "path": str(tmp / "agents.sqlite")},
+    }
     agents["deployments"][0].pop("autoscaling_config", None)  # two fixed replicas
     agents["deployments"][0]["num_replicas"] = 2
     config["applications"] += agent_apps(tmp, postgres_dsn) + llm_apps()

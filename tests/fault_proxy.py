@@ -44,8 +44,12 @@ class FaultProxy:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
-            self.heads.append({k.strip().lower(): v.strip() for k, _, v in
-                               (h.partition(":") for h in lines[1:] if h)})  # fmt: skip
+            self.heads.append(
+                {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (h.partition(":") for h in lines[1:] if h)
+                }
+            )
             length = next(
                 (int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")),
                 0,

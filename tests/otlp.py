@@ -81,16 +81,24 @@ class SpanReceiver:
             resource = _attributes(rs.resource.attributes)
             for ss in rs.scope_spans:
                 for s in ss.spans:
-                    spans.append(Span(
-                        trace_id=s.trace_id.hex(), span_id=s.span_id.hex(),
-                        parent_id=s.parent_span_id.hex(), name=s.name, kind=s.kind,
-                        attributes=_attributes(s.attributes),
-                        events=[{"name": e.name, "attributes": _attributes(e.attributes)}
-                                for e in s.events],
-                        status={"code": s.status.code, "message": s.status.message},
-                        resource=resource, start=s.start_time_unix_nano,
-                        raw=str(MessageToDict(s)),
-                    ))  # fmt: skip
+                    spans.append(
+                        Span(
+                            trace_id=s.trace_id.hex(),
+                            span_id=s.span_id.hex(),
+                            parent_id=s.parent_span_id.hex(),
+                            name=s.name,
+                            kind=s.kind,
+                            attributes=_attributes(s.attributes),
+                            events=[
+                                {"name": e.name, "attributes": _attributes(e.attributes)}
+                                for e in s.events
+                            ],
+                            status={"code": s.status.code, "message": s.status.message},
+                            resource=resource,
+                            start=s.start_time_unix_nano,
+                            raw=str(MessageToDict(s)),
+                        )
+                    )
         with self._lock:
             self.spans += spans
 

@@ -45,13 +45,15 @@ def postgres(port: int) -> Iterator[str]:
         as_user = ["runuser", "-u", "postgres", "--"]
     subprocess.run(
         [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root}"
     subprocess.run(
         [*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     try:
         dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         _wait_for_postgres(dsn)
@@ -72,10 +74,24 @@ def redis(port: int) -> Iterator[str]:
         raise AssertionError("unreachable")
     root = Path(tempfile.mkdtemp(prefix="runtime-redis-"))
     process = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
-         "no", "--dir", str(root), "--logfile", str(root / "log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            server,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(root),
+            "--logfile",
+            str(root / "log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"redis://127.0.0.1:{port}/0"
         _wait_for_redis(url, process)
@@ -110,9 +126,11 @@ def vllm_api_server(port: int, api_key: str) -> Iterator[str]:
     from runtime.llm.standalone import api_server
 
     config = LLMAppConfig.model_validate(
-        {"model": {"source": "tiny-random", "served_name": "tiny-random"},
-         "engine": {"max_model_len": 512, "max_num_seqs": 8}}
-    )  # fmt: skip
+        {
+            "model": {"source": "tiny-random", "served_name": "tiny-random"},
+            "engine": {"max_model_len": 512, "max_num_seqs": 8},
+        }
+    )
     with (
         tempfile.TemporaryDirectory(prefix="vllm-server-") as tmp,
         api_server(config, port, Path(tmp) / "server.log", api_key=api_key) as url,
@@ -154,10 +172,15 @@ def prometheus(port: int, targets: list[str], rule_files: list[Path] = ()) -> It
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = (root / "log").open("wb")
     process = subprocess.Popen(
-        [server, f"--config.file={root / 'prometheus.yml'}",
-         f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            server,
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -139,8 +139,11 @@ def test_queue_waits_across_replicas(tmp_path: Path) -> None:
         return [m.content for m in await two.history("t", "s", sid)]
 
     assert _run(tmp_path, body, busy="queue") == [
-        "half a second", "done: half a second", "then me", "echo: then me"
-    ]  # fmt: skip
+        "half a second",
+        "done: half a second",
+        "then me",
+        "echo: then me",
+    ]
 
 
 def test_queue_gives_up_after_the_time_budget(tmp_path: Path) -> None:
@@ -167,9 +170,14 @@ def test_a_cut_off_tool_call_is_answered_before_the_next_turn(tmp_path: Path) ->
 
     history = _run(tmp_path, body, budgets={"max_steps": 3})
     assert history == [
-        ("user", "loop"), ("assistant", ""), ("tool", "2"), ("assistant", ""),
-        ("tool", INTERRUPTED_TOOL), ("user", "hi"), ("assistant", "echo: hi"),
-    ]  # fmt: skip
+        ("user", "loop"),
+        ("assistant", ""),
+        ("tool", "2"),
+        ("assistant", ""),
+        ("tool", INTERRUPTED_TOOL),
+        ("user", "hi"),
+        ("assistant", "echo: hi"),
+    ]
 
 
 def test_postgres_stores_open_concurrently(postgres_dsn: str) -> None:

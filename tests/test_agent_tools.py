@@ -9,9 +9,16 @@ from runtime.agents.tools import ToolInputError, calculator, clock, evaluate
 
 @pytest.mark.parametrize(
     ("expression", "value"),
-    [("2+3", 5), ("(2 + 3) * 4", 20), ("7 // 2", 3), ("-2 ** 2", -4), ("sqrt(16)", 4.0),
-     ("abs(-3.5)", 3.5), ("10 % 4", 2)],
-)  # fmt: skip
+    [
+        ("2+3", 5),
+        ("(2 + 3) * 4", 20),
+        ("7 // 2", 3),
+        ("-2 ** 2", -4),
+        ("sqrt(16)", 4.0),
+        ("abs(-3.5)", 3.5),
+        ("10 % 4", 2),
+    ],
+)
 def test_evaluates(expression: str, value: float) -> None:
     assert evaluate(expression) == value
 

@@ -28,9 +28,13 @@ def test_placement_by_worker_kind(stack: Stack, ray_cluster: Any) -> None:
     gpu = {i for i, n in nodes.items() if kind(n) == "gpu"}
     assert len(cpu) == 1 and len(gpu) == 1 and len(nodes) == 3
     for app, deployment, where in [
-        ("agents", "AgentServer", cpu), ("one", "AgentServer", cpu), ("pg", "AgentServer", cpu),
-        ("gateway", "Gateway", cpu), ("llm", "LLMServer", gpu), ("tiny", "LLMServer", gpu),
-    ]:  # fmt: skip
+        ("agents", "AgentServer", cpu),
+        ("one", "AgentServer", cpu),
+        ("pg", "AgentServer", cpu),
+        ("gateway", "Gateway", cpu),
+        ("llm", "LLMServer", gpu),
+        ("tiny", "LLMServer", gpu),
+    ]:
         on = {a.node_id for a in replicas(app, deployment)}
         assert on and on <= where, f"{app} replicas off their worker kind"
     # Each running LLM replica holds one of the GPU worker's logical GPUs.

@@ -52,8 +52,13 @@ def test_tool_sequence_through_invoke_and_history(client: runtime.Client) -> Non
     assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
     history = session.history()
     assert [m.role for m in history] == [
-        "user", "assistant", "tool", "assistant", "tool", "assistant"
-    ]  # fmt: skip
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
     assert history[0].content == "two tools please"
     assert history[1].tool_calls[0].name == "calculator"
     assert history[2].tool_call_id == history[1].tool_calls[0].id

@@ -83,8 +83,13 @@ def test_agents_scale_up_with_turns_and_back_down(stack: Stack) -> None:
 
 
 def _tiny_chat(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0}  # fmt: skip
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "temperature": 0,
+    }
 
 
 def test_llm_scales_ahead_of_its_agents_backlog(stack: Stack) -> None:

@@ -39,15 +39,24 @@ def context(
         for name, values in (per_replica or {}).items()
     }
     return AutoscalingContext(
-        deployment_id=deployment, deployment_name=deployment.name, app_name=deployment.app_name,
-        current_num_replicas=current, running_replicas=replicas,
+        deployment_id=deployment,
+        deployment_name=deployment.name,
+        app_name=deployment.app_name,
+        current_num_replicas=current,
+        running_replicas=replicas,
         target_num_replicas=current if target is None else target,
-        total_num_requests=requests, total_queued_requests=queued,
-        aggregated_metrics=metrics, raw_metrics=None,
-        capacity_adjusted_min_replicas=min_replicas, capacity_adjusted_max_replicas=max_replicas,
-        policy_state=state or {}, last_scale_up_time=None, last_scale_down_time=None,
-        current_time=now, config=None,
-    )  # fmt: skip
+        total_num_requests=requests,
+        total_queued_requests=queued,
+        aggregated_metrics=metrics,
+        raw_metrics=None,
+        capacity_adjusted_min_replicas=min_replicas,
+        capacity_adjusted_max_replicas=max_replicas,
+        policy_state=state or {},
+        last_scale_up_time=None,
+        last_scale_down_time=None,
+        current_time=now,
+        config=None,
+    )
 
 
 def engine(current: int, ongoing_each: float, kv: float = 0.1) -> dict[str, list[float]]:
@@ -142,8 +151,9 @@ counts = st.integers(min_value=0, max_value=12)
 
 @settings(max_examples=300, deadline=None)
 @given(current=st.integers(1, 12), low=loads, extra=loads, kv=st.floats(0, 1))
-def test_wanted_replicas_are_monotone_in_load(current: int, low: float, extra: float,
-                                               kv: float) -> None:  # fmt: skip
+def test_wanted_replicas_are_monotone_in_load(
+    current: int, low: float, extra: float, kv: float
+) -> None:
     config = LLMScaling()
 
     def by_replica(load: float) -> dict[str, dict[int, float]]:
@@ -156,16 +166,23 @@ def test_wanted_replicas_are_monotone_in_load(current: int, low: float, extra: f
 
 
 @settings(max_examples=300, deadline=None)
-@given(current=counts, load=loads, lo=st.integers(0, 4), span=st.integers(0, 8),
-       state_age=st.floats(0, 100))  # fmt: skip
-def test_decisions_stay_within_min_and_max(current: int, load: float, lo: int, span: int,
-                                           state_age: float) -> None:  # fmt: skip
+@given(
+    current=counts,
+    load=loads,
+    lo=st.integers(0, 4),
+    span=st.integers(0, 8),
+    state_age=st.floats(0, 100),
+)
+def test_decisions_stay_within_min_and_max(
+    current: int, load: float, lo: int, span: int, state_age: float
+) -> None:
     hi = lo + span
     policy = a.LLMPolicy(upscale_delay_s=1, downscale_delay_s=1)
     metrics = engine(current, load / max(current, 1)) if current else None
     for state in ({}, {"up_since": 100 - state_age}, {"down_since": 100 - state_age}):
-        ctx = context(current, metrics, requests=load, min_replicas=lo, max_replicas=hi,
-                      state=state)  # fmt: skip
+        ctx = context(
+            current, metrics, requests=load, min_replicas=lo, max_replicas=hi, state=state
+        )
         assert lo <= policy(ctx)[0] <= hi
 
 
@@ -178,8 +195,14 @@ def test_a_steady_load_settles_without_oscillating(start: int, load: float) -> N
     current, state, now = start, {}, 0.0
     history = [current]
     for _ in range(60):
-        ctx = context(current, engine(current, load / current, kv=0.1), min_replicas=1,
-                      max_replicas=12, now=now, state=state)  # fmt: skip
+        ctx = context(
+            current,
+            engine(current, load / current, kv=0.1),
+            min_replicas=1,
+            max_replicas=12,
+            now=now,
+            state=state,
+        )
         current, state = policy(ctx)
         history.append(current)
         now += 1.0
@@ -210,12 +233,25 @@ def duo(
     states = states or {}
     running, queued = turns
     return {
-        DUO_AGENTS: context(agents, {a.TURNS_RUNNING: [running / agents] * agents,
-                                     a.TURNS_QUEUED: [queued / agents] * agents},
-                            now=now, state=states.get(DUO_AGENTS), deployment=DUO_AGENTS),
-        DUO_LLM: context(llm, engine(llm, llm_running / llm) if llm else None, now=now,
-                         state=states.get(DUO_LLM), deployment=DUO_LLM, min_replicas=llm_min),
-    }  # fmt: skip
+        DUO_AGENTS: context(
+            agents,
+            {
+                a.TURNS_RUNNING: [running / agents] * agents,
+                a.TURNS_QUEUED: [queued / agents] * agents,
+            },
+            now=now,
+            state=states.get(DUO_AGENTS),
+            deployment=DUO_AGENTS,
+        ),
+        DUO_LLM: context(
+            llm,
+            engine(llm, llm_running / llm) if llm else None,
+            now=now,
+            state=states.get(DUO_LLM),
+            deployment=DUO_LLM,
+            min_replicas=llm_min,
+        ),
+    }
 
 
 def test_app_policy_scales_the_llm_ahead_of_the_agents_backlog() -> None:
@@ -261,8 +297,7 @@ def test_app_policy_never_gives_the_llm_less_than_its_own_signals(
     turns: float, llm: int, running: float, kv: float
 ) -> None:
     ctx = duo(2, (turns, 0), llm, llm_running=running, now=10.0)
-    ctx[DUO_LLM] = context(llm, engine(llm, running / llm, kv=kv), now=10.0,
-                           deployment=DUO_LLM)  # fmt: skip
+    ctx[DUO_LLM] = context(llm, engine(llm, running / llm, kv=kv), now=10.0, deployment=DUO_LLM)
     policy = a.AgentLLMPolicy(llm={"upscale_delay_s": 0, "downscale_delay_s": 0})
     alone = a.LLMPolicy(upscale_delay_s=0, downscale_delay_s=0)(ctx[DUO_LLM])[0]
     assert policy(ctx)[0][DUO_LLM] >= alone
@@ -305,23 +340,40 @@ def _duo(config: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda d: d["args"].pop("llm_server"),
-         "AgentLLMPolicy scales an agent application with its own LLM"),
-        (lambda d: d["deployments"].pop(1), "needs an `autoscaling_config` (min_replicas, "
-         "max_replicas, delays 0) for LLMServer"),
-        (lambda d: d["deployments"][1]["autoscaling_config"].update(downscale_delay_s=600),
-         "applications[3].deployments[1].autoscaling_config.downscale_delay_s: set it to 0"),
-        (lambda d: d["autoscaling_policy"]["policy_kwargs"]["agents"].update(target=3),
-         "applications[3].autoscaling_policy.policy_kwargs.agents.target"),
-        (lambda d: d["autoscaling_policy"].update(
-            policy_function="runtime.autoscaling:LLMPolicy"), "is a deployment's policy"),
-        (lambda d: d["deployments"][0]["autoscaling_config"].update(policy={
-            "policy_function": "runtime.autoscaling:AgentLLMPolicy"}),
-         "is an application-level policy"),
-        (lambda d: d["deployments"][1].update(ray_actor_options={"num_cpus": 1}),
-         "applications[3].deployments[1].ray_actor_options: an LLM deployment's placement"),
+        (
+            lambda d: d["args"].pop("llm_server"),
+            "AgentLLMPolicy scales an agent application with its own LLM",
+        ),
+        (
+            lambda d: d["deployments"].pop(1),
+            "needs an `autoscaling_config` (min_replicas, max_replicas, delays 0) for LLMServer",
+        ),
+        (
+            lambda d: d["deployments"][1]["autoscaling_config"].update(downscale_delay_s=600),
+            "applications[3].deployments[1].autoscaling_config.downscale_delay_s: set it to 0",
+        ),
+        (
+            lambda d: d["autoscaling_policy"]["policy_kwargs"]["agents"].update(target=3),
+            "applications[3].autoscaling_policy.policy_kwargs.agents.target",
+        ),
+        (
+            lambda d: d["autoscaling_policy"].update(
+                policy_function="runtime.autoscaling:LLMPolicy"
+            ),
+            "is a deployment's policy",
+        ),
+        (
+            lambda d: d["deployments"][0]["autoscaling_config"].update(
+                policy={"policy_function": "runtime.autoscaling:AgentLLMPolicy"}
+            ),
+            "is an application-level policy",
+        ),
+        (
+            lambda d: d["deployments"][1].update(ray_actor_options={"num_cpus": 1}),
+            "applications[3].deployments[1].ray_actor_options: an LLM deployment's placement",
+        ),
     ],
-)  # fmt: skip
+)
 def test_serve_config_check_of_the_application_policy(edit: Any, expected: str) -> None:
     from runtime.config import ConfigError, check_serve_config
 
@@ -340,9 +392,12 @@ def test_gateways_and_agents_reach_an_applications_own_llm() -> None:
     gateway = next(x for x in config["applications"] if x["name"] == "gateway")
     gateway["args"]["models"].append({"name": "duo-tiny", "app": "duo", "deployment": "LLMServer"})
     _duo(config)["args"]["agents"].append(
-        {"name": "direct", "factory": "runtime.agents.examples:planner",
-         "llm": {"app": "duo", "model": "duo-tiny"}}
-    )  # fmt: skip
+        {
+            "name": "direct",
+            "factory": "runtime.agents.examples:planner",
+            "llm": {"app": "duo", "model": "duo-tiny"},
+        }
+    )
     check_serve_config(config, "duo")
     gateway["args"]["models"][-1]["deployment"] = "AgentServer"
     with pytest.raises(ConfigError) as err:

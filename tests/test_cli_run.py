@@ -40,10 +40,23 @@ def test_run_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime", "run", str(path), "--ingress", "haproxy",
-         "--metrics-port", str(metrics_port)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "run",
+            str(path),
+            "--ingress",
+            "haproxy",
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     ready = threading.Event()
 
@@ -68,14 +81,20 @@ def test_run_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         assert reply.usage is not None and reply.usage.completion_tokens == 4
         chunks = list(
             client.chat.completions.create(
-                model=TINY_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+                model=TINY_MODEL,
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=4,
                 stream=True,
             )
-        )  # fmt: skip
+        )
         assert chunks[-1].choices[0].finish_reason == "length"
         # Prometheus can scrape the local stack: the engine's metrics, through Ray.
-        wait_for(lambda: "ray_vllm_time_to_first_token_seconds" in _metrics(metrics_port),
-                 60, "vLLM's metrics on the metrics port", interval_s=1)  # fmt: skip
+        wait_for(
+            lambda: "ray_vllm_time_to_first_token_seconds" in _metrics(metrics_port),
+            60,
+            "vLLM's metrics on the metrics port",
+            interval_s=1,
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -18,8 +18,11 @@ pytestmark = pytest.mark.cluster
 def test_autoscaler_adds_workers_by_group_and_removes_idle_ones() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "tests.cluster_autoscaler", "--idle-timeout-s", "6"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert lines, done.stdout[-2000:] + done.stderr[-4000:]
     seen = json.loads(lines[-1])

@@ -142,22 +142,38 @@ def _app(config: dict, name: str) -> dict:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda c: _app(c, "gateway")["args"]["models"][0].update(app="lm"),
-         "model 'smollm2-135m-instruct': no application named 'lm'"),
-        (lambda c: _app(c, "gateway")["args"].update(agent_apps=["llm"]),
-         "agent_apps: application 'llm' is not built by runtime.apps:build_agent_app"),
-        (lambda c: _app(c, "agents")["args"]["agents"][0]["llm"].update(gateway="gatway"),
-         "agent 'assistant': no application named 'gatway'"),
-        (lambda c: _app(c, "agents")["args"]["agents"][1]["llm"].update(model="gpt-9"),
-         "agent 'planner': the gateway 'gateway' has no model 'gpt-9'"),
-        (lambda c: _app(c, "gateway")["args"]["models"].append(
-            {"name": "x", "provider": "nobody"}), "no provider named 'nobody'"),
-        (lambda c: _app(c, "gateway")["args"]["models"][0].update(fallback=["nothing"]),
-         "fallback 'nothing' is not a model"),
-        (lambda c: _app(c, "gateway")["args"]["models"][0].update(provider="p"),
-         "set `app` or `provider`, not both"),
+        (
+            lambda c: _app(c, "gateway")["args"]["models"][0].update(app="lm"),
+            "model 'smollm2-135m-instruct': no application named 'lm'",
+        ),
+        (
+            lambda c: _app(c, "gateway")["args"].update(agent_apps=["llm"]),
+            "agent_apps: application 'llm' is not built by runtime.apps:build_agent_app",
+        ),
+        (
+            lambda c: _app(c, "agents")["args"]["agents"][0]["llm"].update(gateway="gatway"),
+            "agent 'assistant': no application named 'gatway'",
+        ),
+        (
+            lambda c: _app(c, "agents")["args"]["agents"][1]["llm"].update(model="gpt-9"),
+            "agent 'planner': the gateway 'gateway' has no model 'gpt-9'",
+        ),
+        (
+            lambda c: _app(c, "gateway")["args"]["models"].append(
+                {"name": "x", "provider": "nobody"}
+            ),
+            "no provider named 'nobody'",
+        ),
+        (
+            lambda c: _app(c, "gateway")["args"]["models"][0].update(fallback=["nothing"]),
+            "fallback 'nothing' is not a model",
+        ),
+        (
+            lambda c: _app(c, "gateway")["args"]["models"][0].update(provider="p"),
+            "set `app` or `provider`, not both",
+        ),
     ],
-)  # fmt: skip
+)
 def test_references_between_applications_are_checked(edit: object, expected: str) -> None:
     config = _local()
     edit(config)  # type: ignore[operator]
@@ -169,20 +185,34 @@ def test_references_between_applications_are_checked(edit: object, expected: str
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda c: _app(c, "llm")["deployments"][0].update(ray_actor_options={"num_cpus": 2}),
-         "applications[1].deployments[0].ray_actor_options: an LLM deployment's placement"),
-        (lambda c: _app(c, "llm")["deployments"][0].update(placement_group_bundles=[{"GPU": 1}]),
-         "applications[1].deployments[0].placement_group_bundles: an LLM deployment's"),
-        (lambda c: _app(c, "agents")["deployments"][0]["ray_actor_options"].pop("label_selector"),
-         "applications[2].deployments[0].ray_actor_options.label_selector: must hold "
-         "`worker-kind: cpu`"),
-        (lambda c: _app(c, "gateway")["deployments"][0]["ray_actor_options"].update(
-            label_selector={"worker-kind": "gpu"}), "applications[0].deployments[0]"),
-        (lambda c: _app(c, "llm")["args"].update(accelerator="gpu", placement="cpu-worker"),
-         "placement: cpu-worker cannot run accelerator: gpu"),
+        (
+            lambda c: _app(c, "llm")["deployments"][0].update(ray_actor_options={"num_cpus": 2}),
+            "applications[1].deployments[0].ray_actor_options: an LLM deployment's placement",
+        ),
+        (
+            lambda c: _app(c, "llm")["deployments"][0].update(placement_group_bundles=[{"GPU": 1}]),
+            "applications[1].deployments[0].placement_group_bundles: an LLM deployment's",
+        ),
+        (
+            lambda c: _app(c, "agents")["deployments"][0]["ray_actor_options"].pop(
+                "label_selector"
+            ),
+            "applications[2].deployments[0].ray_actor_options.label_selector: must hold "
+            "`worker-kind: cpu`",
+        ),
+        (
+            lambda c: _app(c, "gateway")["deployments"][0]["ray_actor_options"].update(
+                label_selector={"worker-kind": "gpu"}
+            ),
+            "applications[0].deployments[0]",
+        ),
+        (
+            lambda c: _app(c, "llm")["args"].update(accelerator="gpu", placement="cpu-worker"),
+            "placement: cpu-worker cannot run accelerator: gpu",
+        ),
         (lambda c: _app(c, "llm")["args"].update(placement="gpu"), "placement"),
     ],
-)  # fmt: skip
+)
 def test_placement_is_kept(edit: object, expected: str) -> None:
     """Serve replaces a builder's actor options with the config's: the check keeps LLMs'
     placement in their args and the CPU label on agents and gateways."""

@@ -16,8 +16,9 @@ DOCKERFILE = REPO / "Dockerfile.gpu"
 
 def test_hadolint_is_clean() -> None:
     hadolint = Path(sys.executable).with_name("hadolint")
-    out = subprocess.run([str(hadolint), "--no-color", str(DOCKERFILE)],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [str(hadolint), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and not out.stdout.strip(), out.stdout
 
 

@@ -99,9 +99,12 @@ def test_replica_placement(args: dict, selector: dict | None, gpus: int | None) 
 
 def test_tensor_parallel_bundles_select_gpu_workers() -> None:
     cfg = LLMAppConfig.model_validate(
-        {"model": {"source": "hub", "id": "org/m"}, "accelerator": "gpu",
-         "engine": {"tensor_parallel_size": 4}}
-    )  # fmt: skip
+        {
+            "model": {"source": "hub", "id": "org/m"},
+            "accelerator": "gpu",
+            "engine": {"tensor_parallel_size": 4},
+        }
+    )
     options = replica_options(cfg)
     assert options["placement_group_bundle_label_selector"] == [{"worker-kind": "gpu"}]
     assert "label_selector" not in options["ray_actor_options"]  # the bundles place it

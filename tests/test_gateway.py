@@ -63,10 +63,13 @@ def test_openai_client_through_the_gateway(stack: Stack) -> None:
     assert "paris" in (reply.choices[0].message.content or "").lower()
     chunks = list(
         client.chat.completions.create(
-            model=TINY_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=6,
-            stream=True, stream_options={"include_usage": True},
+            model=TINY_MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
         )
-    )  # fmt: skip
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
     text = client.completions.create(model=TINY_MODEL, prompt="Once", max_tokens=3)
     assert text.usage is not None and text.usage.completion_tokens == 3
@@ -79,9 +82,11 @@ def test_llm_errors_pass_through_with_their_status(stack: Stack) -> None:
     for stream in (False, True):  # a bad streamed request is a 400, not a broken stream
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(
-                model=TINY_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=-1,
+                model=TINY_MODEL,
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=-1,
                 stream=stream,
-            )  # fmt: skip
+            )
 
 
 def test_scopes(stack: Stack) -> None:

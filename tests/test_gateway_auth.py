@@ -18,23 +18,33 @@ def test_lookup_revocation_and_malformed_headers(monkeypatch: pytest.MonkeyPatch
     good, old = new_key(), new_key()
     store = KeyStore(
         AuthConfig.model_validate(
-            {"keys": [
-                {"id": "g", "tenant": "t1", "sha256": key_hash(good),
-                 "scopes": {"models": ["m1"], "agents": []}},
-                {"id": "o", "tenant": "t1", "sha256": key_hash(old), "revoked": True},
-            ]}
+            {
+                "keys": [
+                    {
+                        "id": "g",
+                        "tenant": "t1",
+                        "sha256": key_hash(good),
+                        "scopes": {"models": ["m1"], "agents": []},
+                    },
+                    {"id": "o", "tenant": "t1", "sha256": key_hash(old), "revoked": True},
+                ]
+            }
         )
-    )  # fmt: skip
+    )
     principal = store.authenticate(f"Bearer {good}")
     assert (principal.key_id, principal.tenant) == ("g", "t1")
     assert principal.scopes.allows_model("m1") and not principal.scopes.allows_model("m2")
     assert not principal.scopes.allows_agent("a")
     assert store.authenticate(f"bearer  {good} ").key_id == "g"
     for header, message in [
-        (None, "missing"), ("", "missing"), (good, "malformed"), ("Bearer", "malformed"),
-        ("Basic " + good, "malformed"), ("Bearer rt-nope", "invalid"),
+        (None, "missing"),
+        ("", "missing"),
+        (good, "malformed"),
+        ("Bearer", "malformed"),
+        ("Basic " + good, "malformed"),
+        ("Bearer rt-nope", "invalid"),
         (f"Bearer {old}", "revoked"),
-    ]:  # fmt: skip
+    ]:
         with pytest.raises(AuthError, match=message) as err:
             store.authenticate(header)
         assert err.value.status == 401 and good not in err.value.message

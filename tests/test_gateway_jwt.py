@@ -37,11 +37,17 @@ class Issuer:
             keys.append({**jwk, "kid": kid, "alg": alg, "use": "sig"})
         return {"keys": keys}
 
-    def token(self, kid: str = "r1", key: Any = None, alg: str | None = None,
-              **claims: Any) -> str:  # fmt: skip
+    def token(self, kid: str = "r1", key: Any = None, alg: str | None = None, **claims: Any) -> str:
         now = int(time.time())
-        payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "tenant": "acme",
-                   "iat": now, "exp": now + 300, **claims}  # fmt: skip
+        payload = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "user-1",
+            "tenant": "acme",
+            "iat": now,
+            "exp": now + 300,
+            **claims,
+        }
         payload = {k: v for k, v in payload.items() if v is not None}
         signing = key or (self.rsa if kid == "r1" else self.ec)
         algorithm = alg or ("RS256" if kid == "r1" else "ES256")
@@ -58,8 +64,9 @@ def write_jwks(path: Path) -> Path:
 
 @pytest.fixture
 def verifier(tmp_path: Path) -> JwtVerifier:
-    config = JwtConfig(issuer=ISSUER, audience=AUDIENCE,
-                       jwks_file=str(write_jwks(tmp_path / "jwks.json")))  # fmt: skip
+    config = JwtConfig(
+        issuer=ISSUER, audience=AUDIENCE, jwks_file=str(write_jwks(tmp_path / "jwks.json"))
+    )
     return JwtVerifier(config)
 
 
@@ -86,16 +93,32 @@ def test_valid_tokens_give_tenant_subject_and_scopes(verifier: JwtVerifier) -> N
         (lambda: ISSUER_KEYS.token(sub=None), "`sub` claim is missing"),
         (lambda: ISSUER_KEYS.token(exp=None), "`exp` claim is missing"),
         # Forged: signed by another key under a known key id.
-        (lambda: ISSUER_KEYS.token(key=rsa.generate_private_key(public_exponent=65537,
-                                                                key_size=2048)), "bad signature"),
+        (
+            lambda: ISSUER_KEYS.token(
+                key=rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            ),
+            "bad signature",
+        ),
         (lambda: ISSUER_KEYS.token(kid="nope"), "unknown key"),
         # Algorithm confusion: HS256 keyed with the public key's bytes.
-        (lambda: jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "tenant": "t",
-                             "exp": int(time.time()) + 60}, "a-shared-secret-of-32-bytes-min!",
-                            algorithm="HS256", headers={"kid": "r1"}), "bad signature"),
+        (
+            lambda: jwt.encode(
+                {
+                    "iss": ISSUER,
+                    "aud": AUDIENCE,
+                    "sub": "x",
+                    "tenant": "t",
+                    "exp": int(time.time()) + 60,
+                },
+                "a-shared-secret-of-32-bytes-min!",
+                algorithm="HS256",
+                headers={"kid": "r1"},
+            ),
+            "bad signature",
+        ),
         (lambda: "a.b.c", "malformed"),
     ],
-)  # fmt: skip
+)
 def test_bad_tokens_are_401(verifier: JwtVerifier, make: Any, reason: str) -> None:
     token = make()
     with pytest.raises(AuthError) as err:
@@ -138,11 +161,16 @@ def test_jwks_url_is_fetched_and_refetched_on_rotation(tmp_path: Path) -> None:
 
 def test_authenticator_takes_keys_and_tokens(tmp_path: Path) -> None:
     key = new_key()
-    config = AuthConfig.model_validate({
-        "keys": [{"id": "k", "tenant": "keyed", "sha256": key_hash(key)}],
-        "jwt": {"issuer": ISSUER, "audience": AUDIENCE,
-                "jwks_file": str(write_jwks(tmp_path / "jwks.json"))},
-    })  # fmt: skip
+    config = AuthConfig.model_validate(
+        {
+            "keys": [{"id": "k", "tenant": "keyed", "sha256": key_hash(key)}],
+            "jwt": {
+                "issuer": ISSUER,
+                "audience": AUDIENCE,
+                "jwks_file": str(write_jwks(tmp_path / "jwks.json")),
+            },
+        }
+    )
     auth = Authenticator(config)
 
     async def main() -> tuple[str, str]:
@@ -159,8 +187,9 @@ def test_jwt_config_is_strict() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         JwtConfig(issuer=ISSUER, audience=AUDIENCE)
     with pytest.raises(ValueError, match=r"HS256|literal"):
-        JwtConfig.model_validate({"issuer": ISSUER, "audience": AUDIENCE,
-                                  "jwks_file": "/x", "algorithms": ["HS256"]})  # fmt: skip
+        JwtConfig.model_validate(
+            {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": "/x", "algorithms": ["HS256"]}
+        )
 
 
 def test_a_token_signed_with_another_key_type_under_a_known_kid(verifier: JwtVerifier) -> None:

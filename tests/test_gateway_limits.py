@@ -19,8 +19,9 @@ def _limits(**data: Any) -> RateLimitConfig:
 
 
 def test_requests_per_minute_per_key_and_tenant() -> None:
-    limiter = Limiter(_limits(per_key={"requests_per_minute": 2},
-                              per_tenant={"requests_per_minute": 3}))  # fmt: skip
+    limiter = Limiter(
+        _limits(per_key={"requests_per_minute": 2}, per_tenant={"requests_per_minute": 3})
+    )
 
     async def main() -> None:
         await limiter.admit("t", "k1")
@@ -56,11 +57,13 @@ def test_tokens_are_charged_after_and_refuse_when_spent() -> None:
 
 
 def test_overrides_per_tenant_and_key() -> None:
-    limiter = Limiter(_limits(
-        per_tenant={"requests_per_minute": 100},
-        tenants={"small": {"requests_per_minute": 1}},
-        keys={"tiny-key": {"requests_per_minute": 1}},
-    ))  # fmt: skip
+    limiter = Limiter(
+        _limits(
+            per_tenant={"requests_per_minute": 100},
+            tenants={"small": {"requests_per_minute": 1}},
+            keys={"tiny-key": {"requests_per_minute": 1}},
+        )
+    )
 
     async def main() -> None:
         await limiter.admit("small", "a")
@@ -88,10 +91,17 @@ def test_concurrency_per_tenant() -> None:
 
 
 def test_providers_quota() -> None:
-    config = GatewayAppConfig.model_validate({"providers": [
-        {"name": "p", "base_url": "http://127.0.0.1:1/v1",
-         "rate_limit": {"requests_per_minute": 1}},
-    ]})  # fmt: skip
+    config = GatewayAppConfig.model_validate(
+        {
+            "providers": [
+                {
+                    "name": "p",
+                    "base_url": "http://127.0.0.1:1/v1",
+                    "rate_limit": {"requests_per_minute": 1},
+                },
+            ]
+        }
+    )
     limiter = Limiter(config.rate_limits, config.providers)
 
     async def main() -> None:

@@ -65,15 +65,28 @@ def _gw2(proxy_port: int, redis_url: str, jwks: Path) -> dict[str, Any]:
                 {"name": "ext-quota", "provider": "quota", "fallback": [TINY_MODEL]},
             ],
             "providers": [
-                {"name": "upstream", "base_url": upstream, "api_key_env": PROVIDER_KEY_ENV,
-                 "models": {"external-tiny": TINY_MODEL, "external-only": TINY_MODEL},
-                 "timeouts": timeouts, "retries": fast},
-                {"name": "down", "base_url": f"http://127.0.0.1:{free_port()}/v1",
-                 "retries": {**fast, "max_attempts": 2},
-                 "circuit": {"failure_threshold": 2, "open_s": 600}},
-                {"name": "quota", "base_url": upstream, "api_key_env": PROVIDER_KEY_ENV,
-                 "models": {"ext-quota": TINY_MODEL}, "retries": fast,
-                 "rate_limit": {"requests_per_minute": 2}},
+                {
+                    "name": "upstream",
+                    "base_url": upstream,
+                    "api_key_env": PROVIDER_KEY_ENV,
+                    "models": {"external-tiny": TINY_MODEL, "external-only": TINY_MODEL},
+                    "timeouts": timeouts,
+                    "retries": fast,
+                },
+                {
+                    "name": "down",
+                    "base_url": f"http://127.0.0.1:{free_port()}/v1",
+                    "retries": {**fast, "max_attempts": 2},
+                    "circuit": {"failure_threshold": 2, "open_s": 600},
+                },
+                {
+                    "name": "quota",
+                    "base_url": upstream,
+                    "api_key_env": PROVIDER_KEY_ENV,
+                    "models": {"ext-quota": TINY_MODEL},
+                    "retries": fast,
+                    "rate_limit": {"requests_per_minute": 2},
+                },
             ],
             "auth": {
                 "local_key_env": "RUNTIME_API_KEY",
@@ -85,15 +98,25 @@ def _gw2(proxy_port: int, redis_url: str, jwks: Path) -> dict[str, Any]:
             },
             "rate_limits": {
                 "storage_url_env": REDIS_ENV,
-                "tenants": {"tenant-r": {"requests_per_minute": 6},
-                            "tenant-t": {"tokens_per_minute": 40}},
+                "tenants": {
+                    "tenant-r": {"requests_per_minute": 6},
+                    "tenant-t": {"tokens_per_minute": 40},
+                },
             },
         },
-        "deployments": [{"name": "Gateway", "num_replicas": 2, "ray_actor_options": {
-            **ON_CPU_WORKER,
-            "runtime_env": {"env_vars": {REDIS_ENV: redis_url, PROVIDER_KEY_ENV: PROVIDER_KEY}},
-        }}],
-    }  # fmt: skip
+        "deployments": [
+            {
+                "name": "Gateway",
+                "num_replicas": 2,
+                "ray_actor_options": {
+                    **ON_CPU_WORKER,
+                    "runtime_env": {
+                        "env_vars": {REDIS_ENV: redis_url, PROVIDER_KEY_ENV: PROVIDER_KEY}
+                    },
+                },
+            }
+        ],
+    }
 
 
 def _cold() -> dict[str, Any]:
@@ -101,8 +124,12 @@ def _cold() -> dict[str, Any]:
     app = tiny_app(route_prefix=None)
     app["name"] = "cold"
     app["args"]["model"]["served_name"] = "cold-model"
-    app["deployments"] = [{"name": "LLMServer", "autoscaling_config": {
-        "min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}}]  # fmt: skip
+    app["deployments"] = [
+        {
+            "name": "LLMServer",
+            "autoscaling_config": {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1},
+        }
+    ]
     return app
 
 
@@ -130,8 +157,7 @@ def _client(base: str, key: str = API_KEY) -> openai.OpenAI:
 
 
 def _chat(client: openai.OpenAI, model: str, **kw: Any) -> Any:
-    return client.chat.completions.create(**{"model": model, "messages": HI, "max_tokens": 4,
-                                             **kw})  # fmt: skip
+    return client.chat.completions.create(**{"model": model, "messages": HI, "max_tokens": 4, **kw})
 
 
 # -- the router ------------------------------------------------------------------------
@@ -314,8 +340,11 @@ def test_jwt_through_the_gateway(gw2: str) -> None:
     assert [m.id for m in _client(gw2, token).models.list()] == [TINY_MODEL]
     with pytest.raises(openai.PermissionDeniedError):
         _chat(_client(gw2, token), "external-tiny")
-    for bad in (ISSUER_KEYS.token(exp=int(time.time()) - 100), ISSUER_KEYS.token(aud="x"),
-                ISSUER_KEYS.token(key=ISSUER_KEYS.ec, kid="r1", alg="ES256")):  # fmt: skip
+    for bad in (
+        ISSUER_KEYS.token(exp=int(time.time()) - 100),
+        ISSUER_KEYS.token(aud="x"),
+        ISSUER_KEYS.token(key=ISSUER_KEYS.ec, kid="r1", alg="ES256"),
+    ):
         response = httpx.get(f"{gw2}/v1/models", headers={"Authorization": f"Bearer {bad}"})
         assert response.status_code == 401 and bad not in response.text
         assert response.json()["error"]["message"].startswith("invalid token")
@@ -328,8 +357,9 @@ def test_langchain_chat_openai(stack: Stack, gw2: str) -> None:
     from langchain_openai import ChatOpenAI
 
     for base, model in ((stack.url, TINY_MODEL), (gw2, "cold-model")):
-        llm = ChatOpenAI(base_url=f"{base}/v1", api_key=API_KEY, model=model, max_tokens=5,
-                         max_retries=0)  # fmt: skip
+        llm = ChatOpenAI(
+            base_url=f"{base}/v1", api_key=API_KEY, model=model, max_tokens=5, max_retries=0
+        )
         reply = llm.invoke("Hello")
         assert isinstance(reply.content, str) and reply.usage_metadata
         assert reply.usage_metadata["output_tokens"] == 5
@@ -341,11 +371,23 @@ def test_schemathesis_finds_no_server_errors(stack: Stack) -> None:
     """Generated requests to every published operation: none answers 5xx."""
     st = str(Path(sys.executable).parent / "st")
     command = [
-        st, "run", f"{stack.url}/openapi.json", "--checks", "not_a_server_error",
-        "--header", f"Authorization: Bearer {API_KEY}", "--max-examples", "10",
-        "--phases", "examples,coverage,fuzzing", "--seed", "7", "--request-timeout", "60",
+        st,
+        "run",
+        f"{stack.url}/openapi.json",
+        "--checks",
+        "not_a_server_error",
+        "--header",
+        f"Authorization: Bearer {API_KEY}",
+        "--max-examples",
+        "10",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--seed",
+        "7",
+        "--request-timeout",
+        "60",
         "--no-color",
-    ]  # fmt: skip
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", done.stdout)

@@ -41,8 +41,7 @@ class FakeNVML:
             return SimpleNamespace(used=handle["used"] + self.RESERVED, total=handle["total"])
         if not self.v2 or version != self.nvmlMemory_v2:
             raise RuntimeError("NVML_ERROR_FUNCTION_NOT_FOUND")
-        return SimpleNamespace(used=handle["used"], reserved=self.RESERVED,
-                               total=handle["total"])  # fmt: skip
+        return SimpleNamespace(used=handle["used"], reserved=self.RESERVED, total=handle["total"])
 
 
 @pytest.fixture

@@ -32,8 +32,12 @@ KUBECTL = Path(sys.executable).with_name("kubectl")
 
 @functools.cache
 def rendered(env: str) -> tuple[dict[str, Any], ...]:
-    out = subprocess.run([str(KUBECTL), "kustomize", str(REPO / "kuberay/overlays" / env)],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [str(KUBECTL), "kustomize", str(REPO / "kuberay/overlays" / env)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
 
 
@@ -69,11 +73,20 @@ def test_generated_serve_configs_are_current() -> None:
 def test_builtin_kinds_validate_strictly(env: str) -> None:
     import kubernetes_validate
 
-    builtin = [d for d in rendered(env) if not d["apiVersion"].startswith(
-        ("ray.io/", "monitoring.coreos.com/"))]  # fmt: skip
-    assert {d["kind"] for d in builtin} >= {"Namespace", "ServiceAccount", "Role",
-                                           "RoleBinding", "NetworkPolicy",
-                                           "PodDisruptionBudget", "Ingress"}  # fmt: skip
+    builtin = [
+        d
+        for d in rendered(env)
+        if not d["apiVersion"].startswith(("ray.io/", "monitoring.coreos.com/"))
+    ]
+    assert {d["kind"] for d in builtin} >= {
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Ingress",
+    }
     for doc in builtin:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -147,9 +160,15 @@ def test_environments_differ_only_where_their_overrides_say() -> None:
     apps = lambda c: [a["name"] for a in c["applications"]]  # noqa: E731
     assert apps(staging) == apps(prod) == apps(base) == ["gateway", "llm", "agents"]
     model = lambda c: c["applications"][1]["args"]["model"]  # noqa: E731
-    assert model(prod) == model(base) == {
-        "source": "local", "served_name": "qwen2.5-7b-instruct",
-        "path": "/models/Qwen2.5-7B-Instruct"}  # fmt: skip
+    assert (
+        model(prod)
+        == model(base)
+        == {
+            "source": "local",
+            "served_name": "qwen2.5-7b-instruct",
+            "path": "/models/Qwen2.5-7B-Instruct",
+        }
+    )
     assert model(staging)["served_name"] == "qwen2.5-1.5b-instruct"
 
 
@@ -312,9 +331,11 @@ def test_network_policies_deny_by_default_and_open_only_what_is_needed(env: str)
                     {"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}}
                 ]
     serve_sources = [
-        (name, rule) for name, spec in specs.items() for rule in spec.get("ingress", [])
+        (name, rule)
+        for name, spec in specs.items()
+        for rule in spec.get("ingress", [])
         if 8000 in {p["port"] for p in rule.get("ports", [])}
-    ]  # fmt: skip
+    ]
     allowed = {"serve-from-ingress-controller"} | (
         {"serve-from-canary-gateway"} if env == "prod" else set()
     )
@@ -356,8 +377,10 @@ def test_monitoring_and_disruption_budgets_select_the_ray_pods(env: str) -> None
         g["rayStartParams"] for g in cluster["workerGroupSpecs"]
     ]
     assert all(p["metrics-export-port"] == "8080" for p in params)
-    groups = {b["spec"]["selector"]["matchLabels"]["ray.io/group"]: b["spec"]
-              for b in of_kind(env, "PodDisruptionBudget")}  # fmt: skip
+    groups = {
+        b["spec"]["selector"]["matchLabels"]["ray.io/group"]: b["spec"]
+        for b in of_kind(env, "PodDisruptionBudget")
+    }
     assert set(groups) == {g["groupName"] for g in cluster["workerGroupSpecs"]}
     assert all(b["maxUnavailable"] == 1 for b in groups.values())
 
@@ -397,15 +420,33 @@ def test_checkov_finds_nothing_unexplained(tmp_path: Path) -> None:
     for env in ENVIRONMENTS:
         (tmp_path / f"{env}.yaml").write_text(yaml.safe_dump_all(rendered(env)))
         for name, spec in pod_specs(env):
-            pods.append({"apiVersion": "v1", "kind": "Pod", "spec": spec, "metadata": {
-                "name": f"{env}-{name.replace(' ', '-')}", "namespace": env}})  # fmt: skip
+            pods.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "spec": spec,
+                    "metadata": {"name": f"{env}-{name.replace(' ', '-')}", "namespace": env},
+                }
+            )
     (tmp_path / "pods.yaml").write_text(yaml.safe_dump_all(pods))
     (tmp_path / "Dockerfile").write_text((REPO / "Dockerfile.gpu").read_text())
     out = subprocess.run(
-        [str(checkov), "-d", str(tmp_path), "--framework", "kubernetes", "dockerfile",
-         "--output", "json", "--quiet", "--skip-download"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(checkov),
+            "-d",
+            str(tmp_path),
+            "--framework",
+            "kubernetes",
+            "dockerfile",
+            "--output",
+            "json",
+            "--quiet",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     reports = json.loads(out.stdout)
     reports = reports if isinstance(reports, list) else [reports]
     assert {r["check_type"] for r in reports} == {"kubernetes", "dockerfile"}, out.stderr[-2000:]
@@ -440,10 +481,16 @@ def test_the_cluster_config_has_the_tested_layout(env: str) -> None:
         rows = []
         for app in config["applications"]:
             args = app["args"]
-            rows.append((app["name"], app["import_path"], app.get("route_prefix"),
-                         tuple(a["name"] for a in args.get("agents", [])),
-                         tuple(args.get("agent_apps", [])),
-                         tuple(d["name"] for d in app.get("deployments", []))))  # fmt: skip
+            rows.append(
+                (
+                    app["name"],
+                    app["import_path"],
+                    app.get("route_prefix"),
+                    tuple(a["name"] for a in args.get("agents", [])),
+                    tuple(args.get("agent_apps", [])),
+                    tuple(d["name"] for d in app.get("deployments", [])),
+                )
+            )
         return rows
 
     assert layout(cluster) == layout(local)

@@ -20,8 +20,11 @@ def _replica_and_engine(app: str) -> tuple[psutil.Process, psutil.Process]:
 
 
 def test_dead_engine_fails_health_check_and_replica_is_replaced(stack: Stack) -> None:
-    body = {"model": stack.tiny_model, "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 2}  # fmt: skip
+    body = {
+        "model": stack.tiny_model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2,
+    }
     with httpx.Client(base_url=stack.tiny_url, timeout=30) as http:
         assert http.post("/chat/completions", json=body).status_code == 200
         replica, engine = _replica_and_engine("tiny")

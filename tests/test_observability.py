@@ -50,16 +50,18 @@ def eventually(url: str, promql: str, timeout_s: float = 60) -> list[dict[str, A
 
 def test_metrics_of_every_stage_reach_prometheus(stack: Stack, prom: str) -> None:
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY_B, timeout=60)
-    client.chat.completions.create(model=TINY_MODEL, max_tokens=4,
-                                   messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+    client.chat.completions.create(
+        model=TINY_MODEL, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+    )
     result = runtime.connect(stack.url, api_key=KEY_B).agent("scripted").session().invoke("add")
     assert result.answer == "2+3=5"
 
     for route in ("/v1/chat/completions", "/v1/agents/{agent}/sessions/{session_id}/invoke"):
         eventually(prom, f'ray_runtime_gateway_requests_total{{tenant="tenant-b",route="{route}"}}')
     eventually(prom, 'ray_runtime_gateway_llm_tokens_total{tenant="tenant-b"}')
-    eventually(prom, 'ray_runtime_agent_runs_total{agent="scripted",tenant="tenant-b",'
-                     'outcome="ok"}')  # fmt: skip
+    eventually(
+        prom, 'ray_runtime_agent_runs_total{agent="scripted",tenant="tenant-b",outcome="ok"}'
+    )
     eventually(prom, 'ray_runtime_agent_stage_seconds_count{agent="scripted",stage="tool"}')
     eventually(prom, 'ray_runtime_agent_stage_seconds_count{agent="scripted",stage="llm"}')
     eventually(prom, 'ray_runtime_agent_run_steps_count{agent="scripted"}')
@@ -78,13 +80,36 @@ def test_labels_are_bounded(stack: Stack, prom: str) -> None:
     """No session, run or request id becomes a label of the runtime's metrics."""
     eventually(prom, "ray_runtime_agent_runs_total")
     allowed = {
-        "__name__", "tenant", "route", "status", "limit", "model", "agent", "outcome",
-        "stage", "direction", "provider", "failed", "answered", "le", "scenario",
+        "__name__",
+        "tenant",
+        "route",
+        "status",
+        "limit",
+        "model",
+        "agent",
+        "outcome",
+        "stage",
+        "direction",
+        "provider",
+        "failed",
+        "answered",
+        "le",
+        "scenario",
         # Ray's and Serve's own.
-        "Component", "NodeAddress", "SessionName", "Version", "WorkerId", "application",
-        "deployment", "replica", "instance", "job", "otel_scope_name", "otel_scope_schema_url",
+        "Component",
+        "NodeAddress",
+        "SessionName",
+        "Version",
+        "WorkerId",
+        "application",
+        "deployment",
+        "replica",
+        "instance",
+        "job",
+        "otel_scope_name",
+        "otel_scope_schema_url",
         "otel_scope_version",
-    }  # fmt: skip
+    }
     series = query(prom, '{__name__=~"ray_runtime_.*"}')
     assert series
     for s in series:
@@ -122,14 +147,19 @@ def test_usage_and_cost_by_tenant_agent_scenario_and_model(stack: Stack, prom: s
     GPU-second of its replicas, shared out by tokens in the recording rule."""
     from tests.conftest import TINY_PRICE
 
-    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY_B, timeout=60,
-                           default_headers={"X-Scenario": "support"})  # fmt: skip
+    client = openai.OpenAI(
+        base_url=f"{stack.url}/v1",
+        api_key=KEY_B,
+        timeout=60,
+        default_headers={"X-Scenario": "support"},
+    )
     planner = runtime.connect(stack.url, api_key=KEY_B).agent("planner")
     direct = f'tenant="tenant-b",agent="-",scenario="support",model="{TINY_MODEL}"'
     agent = f'tenant="tenant-b",agent="planner",scenario="support",model="{stack.model}"'
     for _ in range(2):  # twice: a rate needs the counters seen, then moving
-        client.chat.completions.create(model=TINY_MODEL, max_tokens=4,
-                                       messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+        client.chat.completions.create(
+            model=TINY_MODEL, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
         planner.session().invoke("Say hi in one word.")
         for labels in (direct, agent):
             eventually(prom, f"ray_runtime_usage_requests_total{{{labels}}}")
@@ -141,10 +171,14 @@ def test_usage_and_cost_by_tenant_agent_scenario_and_model(stack: Stack, prom: s
 
     # The counted cost is the tokens at the configured price (counters exported together).
     def priced() -> tuple[float, float]:
-        tokens = {d: _value(prom, f'ray_runtime_usage_tokens_total{{{direct},direction="{d}"}}')
-                  for d in ("input", "output")}  # fmt: skip
-        expected = (tokens["input"] * TINY_PRICE["input_per_million"]
-                    + tokens["output"] * TINY_PRICE["output_per_million"]) / 1e6  # fmt: skip
+        tokens = {
+            d: _value(prom, f'ray_runtime_usage_tokens_total{{{direct},direction="{d}"}}')
+            for d in ("input", "output")
+        }
+        expected = (
+            tokens["input"] * TINY_PRICE["input_per_million"]
+            + tokens["output"] * TINY_PRICE["output_per_million"]
+        ) / 1e6
         return _value(prom, f"ray_runtime_cost_usd_total{{{direct}}}"), expected
 
     cost, expected = priced()

@@ -41,18 +41,30 @@ def dashboard(name: str) -> dict[str, Any]:
 
 
 def dashboard_exprs() -> list[str]:
-    return [t["expr"] for name in DASHBOARDS for p in dashboard(name)["panels"]
-            for t in p.get("targets", [])]  # fmt: skip
+    return [
+        t["expr"]
+        for name in DASHBOARDS
+        for p in dashboard(name)["panels"]
+        for t in p.get("targets", [])
+    ]
 
 
 def alert_exprs() -> list[str]:
-    return [r["expr"] for path in RULE_FILES
-            for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]  # fmt: skip
+    return [
+        r["expr"]
+        for path in RULE_FILES
+        for g in yaml.safe_load(path.read_text())["groups"]
+        for r in g["rules"]
+    ]
 
 
 def test_rules_are_valid() -> None:
-    out = subprocess.run([promtool(), "check", "rules", *map(str, RULE_FILES)],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [promtool(), "check", "rules", *map(str, RULE_FILES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -60,8 +72,13 @@ def test_rules_are_valid() -> None:
 def test_rules_do_what_their_tests_say(tests: str) -> None:
     """Each alert fires on the series that should fire it; the cost rule shares GPU cost
     by tokens and keeps per-token cost as counted."""
-    out = subprocess.run([promtool(), "test", "rules", tests], cwd=OBSERVABILITY,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [promtool(), "test", "rules", tests],
+        cwd=OBSERVABILITY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
 
 
@@ -94,17 +111,24 @@ def test_dashboard_shape(name: str) -> None:
         if panel["type"] != "row":
             assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}", panel
             # The runtime's series (Ray prefixes `ray_`) or its recording rules.
-            assert all("ray_" in t["expr"] or "runtime:" in t["expr"]
-                       for t in panel["targets"]), panel  # fmt: skip
+            assert all("ray_" in t["expr"] or "runtime:" in t["expr"] for t in panel["targets"]), (
+                panel
+            )
 
 
 def test_dashboards_cover_every_concern() -> None:
     exprs = " ".join(dashboard_exprs())
-    for series in ("ray_runtime_gateway_requests_total", "ray_runtime_agent_stage_seconds",
-                   "ray_vllm_time_to_first_token_seconds", "ray_runtime_llm_gpu_memory",
-                   "runtime:cost_usd:rate5m", "ray_runtime_usage_tokens_total",
-                   "ray_runtime_provider_circuit_state"):  # fmt: skip
+    for series in (
+        "ray_runtime_gateway_requests_total",
+        "ray_runtime_agent_stage_seconds",
+        "ray_vllm_time_to_first_token_seconds",
+        "ray_runtime_llm_gpu_memory",
+        "runtime:cost_usd:rate5m",
+        "ray_runtime_usage_tokens_total",
+        "ray_runtime_provider_circuit_state",
+    ):
         assert series in exprs, series
     # Bounded labels only: no session, run or request ids are grouped by.
-    assert not any(word in e for e in dashboard_exprs() + alert_exprs()
-                   for word in ("session", "run_id"))  # fmt: skip
+    assert not any(
+        word in e for e in dashboard_exprs() + alert_exprs() for word in ("session", "run_id")
+    )

@@ -155,8 +155,9 @@ def test_slow_answers_time_out_and_give_up(
 ) -> None:
     faults.plan("delay:3", "delay:3")
     config = _config(faults.port, retries={"max_attempts": 2, "backoff_initial_s": 0.01})
-    config = config.model_copy(update={"timeouts": config.timeouts.model_copy(
-        update={"first_byte_s": 0.5})})  # fmt: skip
+    config = config.model_copy(
+        update={"timeouts": config.timeouts.model_copy(update={"first_byte_s": 0.5})}
+    )
     client = ProviderClient(config)
     with (
         caplog.at_level(logging.WARNING, logger="ray.serve"),
@@ -191,9 +192,12 @@ def test_a_wrong_key_is_a_401_that_does_not_echo_it(
 def test_the_circuit_opens_fails_fast_then_recovers(faults: FaultProxy) -> None:
     faults.plan("500", "500")
     client = ProviderClient(
-        _config(faults.port, retries={"max_attempts": 1},
-                circuit={"failure_threshold": 2, "open_s": 0.5})
-    )  # fmt: skip
+        _config(
+            faults.port,
+            retries={"max_attempts": 1},
+            circuit={"failure_threshold": 2, "open_s": 0.5},
+        )
+    )
 
     async def main() -> dict[str, Any]:
         for _ in range(2):
@@ -265,8 +269,10 @@ def test_no_fallback_on_a_bad_request(faults: FaultProxy) -> None:
 def test_every_target_down(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, API_KEY)
     chain = FallbackChain(
-        [ProviderClient(_config(free_port(), name=n, retries={"max_attempts": 1}))
-         for n in ("a", "b")]
-    )  # fmt: skip
+        [
+            ProviderClient(_config(free_port(), name=n, retries={"max_attempts": 1}))
+            for n in ("a", "b")
+        ]
+    )
     with pytest.raises(ProviderUnavailableError, match=r"every target.*a: .*b: "):
         asyncio.run(chain.chat(BODY))

@@ -53,12 +53,20 @@ def test_no_secret_or_prompt_in_logs_spans_or_error_bodies(
         if redacted:  # the body named the secret, and the redactor took it out
             assert "[REDACTED]" in response.text, response.text
 
-    chat = {"messages": [{"role": "user", "content": f"{PROMPT} (key {KEY}, {ACCOUNT})"}],
-            "max_tokens": 4}  # fmt: skip
+    chat = {
+        "messages": [{"role": "user", "content": f"{PROMPT} (key {KEY}, {ACCOUNT})"}],
+        "max_tokens": 4,
+    }
     # Keys and tokens as credentials: refused, never echoed.
     for credential in (KEY, JWT):
-        expect(401, httpx.post(f"{stack.url}/v1/chat/completions", json=chat,
-                               headers={"Authorization": f"Bearer {credential}"}))  # fmt: skip
+        expect(
+            401,
+            httpx.post(
+                f"{stack.url}/v1/chat/completions",
+                json=chat,
+                headers={"Authorization": f"Bearer {credential}"},
+            ),
+        )
     # As a model name, a configured pattern as another: the error names them, redacted.
     expect(404, client.post("/v1/chat/completions", json={**chat, "model": KEY}), True)
     expect(404, client.post("/v1/chat/completions", json={**chat, "model": ACCOUNT}), True)
@@ -67,18 +75,27 @@ def test_no_secret_or_prompt_in_logs_spans_or_error_bodies(
     invoke = f"/v1/agents/scripted/sessions/{session}/invoke"
     expect(400, client.post(invoke, json={"message": PROMPT, KEY: 1}), True)
     # An unknown scenario header.
-    expect(400, client.post("/v1/chat/completions", json={**chat, "model": stack.tiny_model},
-                            headers={"X-Scenario": KEY}))  # fmt: skip
+    expect(
+        400,
+        client.post(
+            "/v1/chat/completions",
+            json={**chat, "model": stack.tiny_model},
+            headers={"X-Scenario": KEY},
+        ),
+    )
     # The model's own routes (vLLM's, exposed at /llm in the tests): an invalid request
     # names the field, never the input; vLLM's own error naming a key is redacted.
     llm = f"{stack.base_url}/chat/completions"
-    expect(400, httpx.post(llm, json={"model": stack.model, "messages": f"{PROMPT} {KEY}"},
-                           timeout=60))  # fmt: skip
+    expect(
+        400, httpx.post(llm, json={"model": stack.model, "messages": f"{PROMPT} {KEY}"}, timeout=60)
+    )
     expect(404, httpx.post(llm, json={**chat, "model": KEY}, timeout=60), True)
     # Prompts answered: by a model, streamed and not, and in agent turns (the scripted
     # agent echoes the message in its answer: the answer, not a log, holds it).
-    assert client.post("/v1/chat/completions",
-                       json={**chat, "model": stack.tiny_model}).status_code == 200  # fmt: skip
+    assert (
+        client.post("/v1/chat/completions", json={**chat, "model": stack.tiny_model}).status_code
+        == 200
+    )
     with client.stream(
         "POST", "/v1/chat/completions", json={**chat, "model": stack.tiny_model, "stream": True}
     ) as stream:
@@ -86,8 +103,10 @@ def test_no_secret_or_prompt_in_logs_spans_or_error_bodies(
     answer = client.post(invoke, json={"message": f"{PROMPT} {KEY}"}).json()
     assert answer["answer"].startswith("echo: ")
     planner = client.post("/v1/agents/planner/sessions").json()["id"]
-    reply = client.post(f"/v1/agents/planner/sessions/{planner}/invoke",
-                        json={"message": f"{PROMPT}. Reply with one word."})  # fmt: skip
+    reply = client.post(
+        f"/v1/agents/planner/sessions/{planner}/invoke",
+        json={"message": f"{PROMPT}. Reply with one word."},
+    )
     assert reply.status_code == 200, reply.text
 
     seeds = {"key": KEY, "jwt": JWT, "account": ACCOUNT, "prompt": PROMPT}

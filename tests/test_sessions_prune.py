@@ -29,11 +29,13 @@ async def seed(store: SessionStore) -> None:
     for sid, age in (("old", 40), ("old-running", 40), ("recent", 1)):
         await store.create(sid, "assistant", "t")
         await store.checkpointer.aput(cfg(sid), empty_checkpoint(), {}, {})
-        await store._execute("UPDATE runtime_sessions SET updated_at = ? WHERE id = ?",
-                             (now - age * DAY, sid))  # fmt: skip
+        await store._execute(
+            "UPDATE runtime_sessions SET updated_at = ? WHERE id = ?", (now - age * DAY, sid)
+        )
     assert await store.acquire("old-running", "run-1", ttl_s=600)
-    await store._execute("UPDATE runtime_sessions SET updated_at = ? WHERE id = ?",
-                         (now - 40 * DAY, "old-running"))  # fmt: skip
+    await store._execute(
+        "UPDATE runtime_sessions SET updated_at = ? WHERE id = ?", (now - 40 * DAY, "old-running")
+    )
 
 
 def cfg(session_id: str) -> dict[str, Any]:
@@ -43,10 +45,12 @@ def cfg(session_id: str) -> dict[str, Any]:
 async def state(store: SessionStore) -> dict[str, tuple[bool, bool]]:
     """Session id -> (row present, checkpoint present)."""
     return {
-        sid: (await store.get(sid) is not None,
-              await store.checkpointer.aget_tuple(cfg(sid)) is not None)
+        sid: (
+            await store.get(sid) is not None,
+            await store.checkpointer.aget_tuple(cfg(sid)) is not None,
+        )
         for sid in ("old", "old-running", "recent")
-    }  # fmt: skip
+    }
 
 
 async def scenario(config: Any) -> None:
@@ -54,14 +58,16 @@ async def scenario(config: Any) -> None:
     try:
         await seed(store)
         before = await state(store)
-        assert before == {"old": (True, True), "old-running": (True, True),
-                          "recent": (True, True)}  # fmt: skip
+        assert before == {"old": (True, True), "old-running": (True, True), "recent": (True, True)}
         idle_before = time.time() - 30 * DAY
         assert await store.prune(idle_before, dry_run=True) == ["old"]
         assert await state(store) == before
         assert await store.prune(idle_before) == ["old"]
-        assert await state(store) == {"old": (False, False), "old-running": (True, True),
-                                      "recent": (True, True)}  # fmt: skip
+        assert await state(store) == {
+            "old": (False, False),
+            "old-running": (True, True),
+            "recent": (True, True),
+        }
         # The turn ends: the session is idle again, but used just now.
         await store.release("old-running", "run-1")
         assert await store.prune(idle_before) == []
@@ -84,9 +90,14 @@ def test_prune_on_postgres(postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runtime", "sessions", "prune", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", "sessions", "prune", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_the_command(tmp_path: Path) -> None:
@@ -107,8 +118,9 @@ def test_the_command(tmp_path: Path) -> None:
 
 
 def test_bad_input_is_refused_and_changes_nothing() -> None:
-    unset = run_cli("--postgres-dsn-env", "NO_SUCH_DSN_VAR", "--idle-days", "30",
-                    env={"NO_SUCH_DSN_VAR": ""})  # fmt: skip
+    unset = run_cli(
+        "--postgres-dsn-env", "NO_SUCH_DSN_VAR", "--idle-days", "30", env={"NO_SUCH_DSN_VAR": ""}
+    )
     assert unset.returncode == 2 and "$NO_SUCH_DSN_VAR" in unset.stderr
     zero = run_cli("--sqlite", "/nonexistent/s.sqlite", "--idle-days", "0")
     assert zero.returncode == 2 and "--idle-days must be more than 0" in zero.stderr

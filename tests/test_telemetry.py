@@ -72,8 +72,19 @@ def spans(exported: InMemorySpanExporter) -> InMemorySpanExporter:
 def test_secrets_by_shape_are_removed(text: str) -> None:
     clean = Redactor().redact(text)
     assert MASK in clean
-    for secret in (KEY, "dXNlcjpw", "abcdefgh12345678", "hunter2", "0123456789abcdef",
-                   "s3cr3t-pw", "AIzaSy", "AKIAIOSF", "ghp_", "eyJhbGci", "tell me"):  # fmt: skip
+    for secret in (
+        KEY,
+        "dXNlcjpw",
+        "abcdefgh12345678",
+        "hunter2",
+        "0123456789abcdef",
+        "s3cr3t-pw",
+        "AIzaSy",
+        "AKIAIOSF",
+        "ghp_",
+        "eyJhbGci",
+        "tell me",
+    ):
         assert secret not in clean, clean
 
 
@@ -83,8 +94,12 @@ def test_counts_and_ordinary_text_are_kept() -> None:
 
 
 def test_secrets_by_value_and_configured_patterns() -> None:
-    env = {"RUNTIME_API_KEY": "plain-looking-value-1", "MY_DSN": "host=db password=x1",
-           "HOME": "/home/user", "SHORT_KEY": "abc"}  # fmt: skip
+    env = {
+        "RUNTIME_API_KEY": "plain-looking-value-1",
+        "MY_DSN": "host=db password=x1",
+        "HOME": "/home/user",
+        "SHORT_KEY": "abc",
+    }
     values = secret_values(env)
     assert values == {"plain-looking-value-1", "host=db password=x1"}  # names say secret
     redactor = Redactor([r"acct-[0-9]{8}"], values)
@@ -110,8 +125,15 @@ def test_error_bodies_are_redacted_at_the_source() -> None:
 def test_bad_patterns_are_config_errors() -> None:
     def gateway(patterns: list[str]) -> dict[str, Any]:
         telemetry = {"redact_patterns": patterns}
-        return {"applications": [{"name": "g", "import_path": "runtime.apps:build_gateway_app",
-                                  "args": {"telemetry": telemetry}}]}  # fmt: skip
+        return {
+            "applications": [
+                {
+                    "name": "g",
+                    "import_path": "runtime.apps:build_gateway_app",
+                    "args": {"telemetry": telemetry},
+                }
+            ]
+        }
 
     check_serve_config(gateway([r"acct-[0-9]{8}"]))
     with pytest.raises(ConfigError, match="not a valid regular expression"):
@@ -121,15 +143,32 @@ def test_bad_patterns_are_config_errors() -> None:
 
 
 def test_a_model_priced_twice_is_a_config_error() -> None:
-    config = {"applications": [
-        {"name": "g", "import_path": "runtime.apps:build_gateway_app", "args": {"models": [
-            {"name": "m", "app": "llm", "price": {"input_per_million": 1,
-                                                  "output_per_million": 2}}]}},
-        {"name": "llm", "route_prefix": None, "import_path": "runtime.apps:build_llm_app",
-         "args": {
-            "model": {"source": "tiny-random", "served_name": "m"},
-            "price": {"per_gpu_second": 0.001}}},
-    ]}  # fmt: skip
+    config = {
+        "applications": [
+            {
+                "name": "g",
+                "import_path": "runtime.apps:build_gateway_app",
+                "args": {
+                    "models": [
+                        {
+                            "name": "m",
+                            "app": "llm",
+                            "price": {"input_per_million": 1, "output_per_million": 2},
+                        }
+                    ]
+                },
+            },
+            {
+                "name": "llm",
+                "route_prefix": None,
+                "import_path": "runtime.apps:build_llm_app",
+                "args": {
+                    "model": {"source": "tiny-random", "served_name": "m"},
+                    "price": {"per_gpu_second": 0.001},
+                },
+            },
+        ]
+    }
     with pytest.raises(ConfigError, match="counted twice"):
         check_serve_config(config)
 
@@ -186,10 +225,12 @@ def _tree(finished: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
 def _turn(tmp_path: Path, message: str, **agent: Any) -> tuple[str, str]:
     """One turn of the scripted agent `s` for tenant-a, in-process, inside a `client`
     span: (session id, answer)."""
-    config = AgentAppConfig.model_validate({
-        "agents": [scripted_agent("s", **agent)],
-        "sessions": {"store": {"kind": "sqlite", "path": str(tmp_path / "s.sqlite")}},
-    })  # fmt: skip
+    config = AgentAppConfig.model_validate(
+        {
+            "agents": [scripted_agent("s", **agent)],
+            "sessions": {"store": {"kind": "sqlite", "path": str(tmp_path / "s.sqlite")}},
+        }
+    )
 
     async def main() -> tuple[str, str]:
         service = await AgentService.open(config)
@@ -217,8 +258,9 @@ def test_an_agent_turn_traces_its_stages(tmp_path: Path, spans: InMemorySpanExpo
     assert attributes["runtime.agent"] == "s" and attributes["runtime.tenant"] == "tenant-a"
     assert attributes["runtime.session"] == session and attributes["runtime.steps"] == 3
     assert attributes["runtime.outcome"] == "ok" and "gen_ai.prompt" not in attributes
-    under_turn = sorted(_tree(finished)[format(turn.context.span_id, "016x")],
-                        key=lambda s: s.start_time or 0)  # fmt: skip
+    under_turn = sorted(
+        _tree(finished)[format(turn.context.span_id, "016x")], key=lambda s: s.start_time or 0
+    )
     stages = [s.name for s in under_turn if not s.name.startswith("checkpoint.")]
     assert stages == ["llm.call", "tool.call", "llm.call"]
     tool = next(s for s in under_turn if s.name == "tool.call")
@@ -249,10 +291,14 @@ def test_each_provider_attempt_sends_its_trace_context(proxy: Any, spans: Any) -
     from runtime.providers.client import ProviderClient
     from tests.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV
 
-    config = ProviderConfig.model_validate({
-        "name": "p", "base_url": f"http://127.0.0.1:{proxy.port}/v1",
-        "api_key_env": PROVIDER_KEY_ENV, "retries": {"backoff_initial_s": 0.01},
-    })  # fmt: skip
+    config = ProviderConfig.model_validate(
+        {
+            "name": "p",
+            "base_url": f"http://127.0.0.1:{proxy.port}/v1",
+            "api_key_env": PROVIDER_KEY_ENV,
+            "retries": {"backoff_initial_s": 0.01},
+        }
+    )
     proxy.plan("500", "pass")
     proxy.heads.clear()
 

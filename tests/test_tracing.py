@@ -57,15 +57,19 @@ def _complete(spans: list[Span]) -> bool:
 
 @pytest.fixture(scope="module")
 def client(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=stack.url, timeout=120,
-                        headers={"Authorization": f"Bearer {API_KEY}"})  # fmt: skip
+    return httpx.Client(
+        base_url=stack.url, timeout=120, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
 
 
 def _turn(client: httpx.Client, agent: str, message: str, headers: dict[str, str]) -> Any:
     session = client.post(f"/v1/agents/{agent}/sessions")
     assert session.status_code == 201, session.text
-    reply = client.post(f"/v1/agents/{agent}/sessions/{session.json()['id']}/invoke",
-                        json={"message": message}, headers=headers)  # fmt: skip
+    reply = client.post(
+        f"/v1/agents/{agent}/sessions/{session.json()['id']}/invoke",
+        json={"message": message},
+        headers=headers,
+    )
     assert reply.status_code == 200, reply.text
     return reply.json()
 
@@ -144,9 +148,15 @@ def test_an_agents_llm_call_reaches_the_model_replica_in_the_same_trace(
 
 def test_a_chat_completion_is_traced_to_the_model(client: httpx.Client, stack: Stack) -> None:
     trace_id, client_span, headers = _traceparent()
-    reply = client.post("/v1/chat/completions", headers=headers, json={
-        "model": stack.tiny_model, "max_tokens": 2,
-        "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    reply = client.post(
+        "/v1/chat/completions",
+        headers=headers,
+        json={
+            "model": stack.tiny_model,
+            "max_tokens": 2,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
     assert reply.status_code == 200, reply.text
     spans = SPANS.wait_for(trace_id, {"replica_handle_request LLMServer chat"})
     (gateway,) = _named(spans, "gateway POST")

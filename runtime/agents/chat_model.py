@@ -74,8 +74,12 @@ def _llm_span_attributes(model: str) -> dict[str, Any]:
 
 def _annotate_usage(span: Any, usage: UsageMetadata | None) -> None:
     if usage:
-        span.set_attributes({"gen_ai.usage.input_tokens": usage["input_tokens"],
-                             "gen_ai.usage.output_tokens": usage["output_tokens"]})  # fmt: skip
+        span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": usage["input_tokens"],
+                "gen_ai.usage.output_tokens": usage["output_tokens"],
+            }
+        )
 
 
 class ServeChatModel(BaseChatModel):
@@ -130,8 +134,7 @@ class ServeChatModel(BaseChatModel):
 
     def _call(self, body: dict[str, Any]) -> Any:
         if self.routed:
-            return self.handle.llm.remote(current_tenant.get(), "chat", body,
-                                          *current_usage.get())  # fmt: skip
+            return self.handle.llm.remote(current_tenant.get(), "chat", body, *current_usage.get())
         return self.handle.chat.remote(body)
 
     def _body(self, messages: list[BaseMessage], stop: list[str] | None) -> dict[str, Any]:
@@ -155,8 +158,9 @@ class ServeChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        with tracing.span("llm.call", _llm_span_attributes(self.model),
-                          kind=SpanKind.CLIENT) as span:  # fmt: skip
+        with tracing.span(
+            "llm.call", _llm_span_attributes(self.model), kind=SpanKind.CLIENT
+        ) as span:
             try:
                 response = await self._call(self._body(messages, stop))
             except Exception as exc:
@@ -193,8 +197,9 @@ class ServeChatModel(BaseChatModel):
         span = tracing.start("llm.call", _llm_span_attributes(self.model), kind=SpanKind.CLIENT)
         with tracing.use(span):
             if self.routed:
-                stream = handle.llm_stream.remote(current_tenant.get(), "chat", body,
-                                                  *current_usage.get())  # fmt: skip
+                stream = handle.llm_stream.remote(
+                    current_tenant.get(), "chat", body, *current_usage.get()
+                )
             else:
                 stream = handle.chat_stream.remote(body)
         error: BaseException | None = None
@@ -251,10 +256,12 @@ def _chat_result(response: dict[str, Any]) -> ChatResult:
         except ValueError as err:
             invalid.append(
                 invalid_tool_call(
-                    name=fn.get("name"), args=fn.get("arguments"), id=call.get("id"),
+                    name=fn.get("name"),
+                    args=fn.get("arguments"),
+                    id=call.get("id"),
                     error=str(err),
                 )
-            )  # fmt: skip
+            )
     message = AIMessage(
         content=raw.get("content") or "",
         tool_calls=calls,
@@ -351,8 +358,9 @@ class ScriptedChatModel(BaseChatModel):
 
     async def _traced_reply(self, messages: list[BaseMessage]) -> AIMessage:
         """The scripted reply after its delay, in an ``llm.call`` span as a model's."""
-        with tracing.span("llm.call", {**_llm_span_attributes("scripted"),
-                                       "runtime.stand_in": True}) as span:  # fmt: skip
+        with tracing.span(
+            "llm.call", {**_llm_span_attributes("scripted"), "runtime.stand_in": True}
+        ) as span:
             message, delay = self._reply(messages)
             if delay:
                 await asyncio.sleep(delay)

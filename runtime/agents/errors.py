@@ -156,9 +156,19 @@ class AgentUnavailableError(AgentError):
 _BY_TYPE: dict[str, type[AgentError]] = {
     cls.type: cls
     for cls in (
-        AgentError, InvalidInputError, AuthenticationError, PermissionDeniedError,
-        AgentNotFoundError, SessionNotFoundError,
-        SessionExistsError, SessionBusyError, BudgetExceededError, RunCancelledError,
-        ModelCallError, RunFailedError, RateLimitError, AgentUnavailableError,
+        AgentError,
+        InvalidInputError,
+        AuthenticationError,
+        PermissionDeniedError,
+        AgentNotFoundError,
+        SessionNotFoundError,
+        SessionExistsError,
+        SessionBusyError,
+        BudgetExceededError,
+        RunCancelledError,
+        ModelCallError,
+        RunFailedError,
+        RateLimitError,
+        AgentUnavailableError,
     )
-}  # fmt: skip
+}

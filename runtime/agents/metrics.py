@@ -40,36 +40,53 @@ class AgentMetrics:
         if metrics is None:
             return
         self.runs = metrics.Counter(
-            "runtime_agent_runs_total", "Agent turns by outcome.",
+            "runtime_agent_runs_total",
+            "Agent turns by outcome.",
             tag_keys=("agent", "tenant", "outcome"),
-        )  # fmt: skip
+        )
         self.run_seconds = metrics.Histogram(
-            "runtime_agent_run_seconds", "Agent turns, end to end.",
-            boundaries=_SECONDS, tag_keys=("agent",),
-        )  # fmt: skip
-        self.steps = metrics.Histogram(
-            "runtime_agent_run_steps", "Graph steps per agent turn.",
-            boundaries=_STEPS, tag_keys=("agent",),
-        )  # fmt: skip
-        self.stage_seconds = metrics.Histogram(
-            "runtime_agent_stage_seconds", "LLM calls and tool calls inside agent turns.",
-            boundaries=_SECONDS, tag_keys=("agent", "stage"),
-        )  # fmt: skip
-        self.tokens = metrics.Counter(
-            "runtime_agent_tokens_total", "LLM tokens of agent turns.",
-            tag_keys=("agent", "tenant", "direction"),
-        )  # fmt: skip
-        self.running = metrics.Gauge(
-            "runtime_agent_turns_running", "Agent turns running on this replica.",
+            "runtime_agent_run_seconds",
+            "Agent turns, end to end.",
+            boundaries=_SECONDS,
             tag_keys=("agent",),
-        )  # fmt: skip
+        )
+        self.steps = metrics.Histogram(
+            "runtime_agent_run_steps",
+            "Graph steps per agent turn.",
+            boundaries=_STEPS,
+            tag_keys=("agent",),
+        )
+        self.stage_seconds = metrics.Histogram(
+            "runtime_agent_stage_seconds",
+            "LLM calls and tool calls inside agent turns.",
+            boundaries=_SECONDS,
+            tag_keys=("agent", "stage"),
+        )
+        self.tokens = metrics.Counter(
+            "runtime_agent_tokens_total",
+            "LLM tokens of agent turns.",
+            tag_keys=("agent", "tenant", "direction"),
+        )
+        self.running = metrics.Gauge(
+            "runtime_agent_turns_running",
+            "Agent turns running on this replica.",
+            tag_keys=("agent",),
+        )
 
     @classmethod
     def for_replica(cls) -> AgentMetrics:
         return cls(serve_metrics())
 
-    def turn_ended(self, agent: str, tenant: str, outcome: str, seconds: float, steps: int,
-                   input_tokens: int, output_tokens: int) -> None:  # fmt: skip
+    def turn_ended(
+        self,
+        agent: str,
+        tenant: str,
+        outcome: str,
+        seconds: float,
+        steps: int,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> None:
         if not self.enabled:
             return
         self.runs.inc(tags={"agent": agent, "tenant": tenant, "outcome": outcome})
@@ -77,8 +94,9 @@ class AgentMetrics:
         self.steps.observe(steps, tags={"agent": agent})
         for direction, count in (("input", input_tokens), ("output", output_tokens)):
             if count > 0:
-                self.tokens.inc(count, tags={"agent": agent, "tenant": tenant,
-                                             "direction": direction})  # fmt: skip
+                self.tokens.inc(
+                    count, tags={"agent": agent, "tenant": tenant, "direction": direction}
+                )
 
     def stage(self, agent: str, stage: str, seconds: float) -> None:
         if self.enabled:
@@ -111,8 +129,9 @@ class StageTimer(AsyncCallbackHandler):
         if span is not None:
             tracing.end(span, error, {"runtime.tool.error": error is not None})
 
-    async def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID,
-                                  **kwargs: Any) -> None:  # fmt: skip
+    async def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, **kwargs: Any
+    ) -> None:
         self._start(run_id, "llm")
 
     async def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -121,14 +140,16 @@ class StageTimer(AsyncCallbackHandler):
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id)
 
-    async def on_tool_start(self, serialized: Any, input_str: str, *, run_id: UUID,
-                            **kwargs: Any) -> None:  # fmt: skip
+    async def on_tool_start(
+        self, serialized: Any, input_str: str, *, run_id: UUID, **kwargs: Any
+    ) -> None:
         self._start(run_id, "tool")
         name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
         self._spans[run_id] = tracing.start(
-            "tool.call", {"runtime.agent": self.agent, "runtime.tool": str(name)},
+            "tool.call",
+            {"runtime.agent": self.agent, "runtime.tool": str(name)},
             parent=self._parent,
-        )  # fmt: skip
+        )
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id)
@@ -138,19 +159,37 @@ class StageTimer(AsyncCallbackHandler):
 
 
 _PASS_THROUGH = (
-    "get", "get_tuple", "list", "put", "put_writes", "delete_thread", "delete_for_runs",
-    "copy_thread", "prune", "aget", "adelete_thread", "adelete_for_runs", "acopy_thread",
-    "aprune", "get_delta_channel_history", "aget_delta_channel_history", "get_next_version",
+    "get",
+    "get_tuple",
+    "list",
+    "put",
+    "put_writes",
+    "delete_thread",
+    "delete_for_runs",
+    "copy_thread",
+    "prune",
+    "aget",
+    "adelete_thread",
+    "adelete_for_runs",
+    "acopy_thread",
+    "aprune",
+    "get_delta_channel_history",
+    "aget_delta_channel_history",
+    "get_next_version",
     "with_allowlist",
-)  # fmt: skip
+)
 
 
 class TimedCheckpointer(BaseCheckpointSaver):  # type: ignore[type-arg]
     """A LangGraph checkpointer that times and traces another's reads and writes: the
     ``checkpoint`` stage of a turn. Everything else passes through unchanged."""
 
-    def __init__(self, inner: BaseCheckpointSaver, metrics: AgentMetrics,  # type: ignore[type-arg]
-                 agent: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        inner: BaseCheckpointSaver,
+        metrics: AgentMetrics,  # type: ignore[type-arg]
+        agent: str,
+    ) -> None:
         super().__init__(serde=inner.serde)
         self.inner = inner
         self.metrics = metrics
@@ -183,8 +222,9 @@ class TimedCheckpointer(BaseCheckpointSaver):  # type: ignore[type-arg]
         with self._io("write"):
             return await self.inner.aput(config, checkpoint, metadata, new_versions)
 
-    async def aput_writes(self, config: Any, writes: Any, task_id: str,
-                          task_path: str = "") -> None:  # fmt: skip
+    async def aput_writes(
+        self, config: Any, writes: Any, task_id: str, task_path: str = ""
+    ) -> None:
         with self._io("write"):
             await self.inner.aput_writes(config, writes, task_id, task_path)
 

@@ -342,9 +342,10 @@ class AgentService:
                     "this agent's time budget; the message was not run"
                 )
             local = [
-                t.task for t in self._turns.values()
+                t.task
+                for t in self._turns.values()
                 if t.session_id == turn.session_id and t.task is not None
-            ]  # fmt: skip
+            ]
             if local:  # the holder runs here: wake up as soon as it ends
                 await asyncio.wait(local, timeout=min(left, sessions.lease_ttl_s))
             else:
@@ -367,11 +368,14 @@ class AgentService:
     async def _execute(self, agent: _Agent, turn: _Turn, text: str, stream_tokens: bool) -> None:
         """The turn in an ``agent.turn`` span (a child of the call that started it)."""
         attributes = {
-            "runtime.agent": turn.agent, "runtime.tenant": turn.tenant,
-            "runtime.scenario": agent.spec.scenario, "runtime.session": turn.session_id,
-            "runtime.run": turn.run_id, "runtime.input.chars": len(text),
+            "runtime.agent": turn.agent,
+            "runtime.tenant": turn.tenant,
+            "runtime.scenario": agent.spec.scenario,
+            "runtime.session": turn.session_id,
+            "runtime.run": turn.run_id,
+            "runtime.input.chars": len(text),
             "gen_ai.prompt": content(text) if content_allowed() else None,
-        }  # fmt: skip
+        }
         with tracing.span("agent.turn", attributes):
             await self._turn(agent, turn, text, stream_tokens)
 
@@ -401,8 +405,11 @@ class AgentService:
                         message, meta = chunk
                         if isinstance(message, AIMessageChunk) and message.text:
                             node = meta.get("langgraph_node")
-                            put(RunEvent(type="token", run_id=turn.run_id, text=message.text,
-                                         node=node))  # fmt: skip
+                            put(
+                                RunEvent(
+                                    type="token", run_id=turn.run_id, text=message.text, node=node
+                                )
+                            )
                         continue
                     for node, update in chunk.items():
                         if node.startswith("__"):
@@ -415,8 +422,14 @@ class AgentService:
                                         id=c["id"] or "", name=c["name"], args=c["args"]
                                     )
                                     calls.append(call)
-                                    put(RunEvent(type="tool_call", run_id=turn.run_id,
-                                                 tool_call=call, node=node))  # fmt: skip
+                                    put(
+                                        RunEvent(
+                                            type="tool_call",
+                                            run_id=turn.run_id,
+                                            tool_call=call,
+                                            node=node,
+                                        )
+                                    )
                                 if not message.tool_calls:
                                     answer = message.text
                             elif isinstance(message, ToolMessage):
@@ -427,8 +440,14 @@ class AgentService:
                                     is_error=message.status == "error",
                                 )
                                 results.append(result)
-                                put(RunEvent(type="tool_result", run_id=turn.run_id,
-                                             tool_result=result, node=node))  # fmt: skip
+                                put(
+                                    RunEvent(
+                                        type="tool_result",
+                                        run_id=turn.run_id,
+                                        tool_result=result,
+                                        node=node,
+                                    )
+                                )
                         put(RunEvent(type="step", run_id=turn.run_id, node=node, index=steps))
             outcome = RunEvent(
                 type="final",
@@ -448,23 +467,32 @@ class AgentService:
             reason = turn.reason or "the run was cancelled"
             outcome = _error(turn, RunCancelledError(f"{reason}; completed steps are kept"))
         except TimeoutError:
-            outcome = _error(turn, BudgetExceededError(
-                f"the run took longer than its budget of {budgets.max_seconds:g} s; "
-                "completed steps are kept"
-            ))  # fmt: skip
+            outcome = _error(
+                turn,
+                BudgetExceededError(
+                    f"the run took longer than its budget of {budgets.max_seconds:g} s; "
+                    "completed steps are kept"
+                ),
+            )
         except GraphRecursionError:
-            outcome = _error(turn, BudgetExceededError(
-                f"the run needed more than its budget of {budgets.max_steps} steps; "
-                "completed steps are kept"
-            ))  # fmt: skip
+            outcome = _error(
+                turn,
+                BudgetExceededError(
+                    f"the run needed more than its budget of {budgets.max_steps} steps; "
+                    "completed steps are kept"
+                ),
+            )
         except AgentError as err:
             outcome = _error(turn, err)
         except Exception as exc:
             logger.exception("agent run failed (%s)", type(exc).__name__)
-            outcome = _error(turn, RunFailedError(
-                f"the run failed ({type(exc).__name__}); the session continues from its "
-                "last completed step"
-            ))  # fmt: skip
+            outcome = _error(
+                turn,
+                RunFailedError(
+                    f"the run failed ({type(exc).__name__}); the session continues from its "
+                    "last completed step"
+                ),
+            )
         # The session is free before the client hears the outcome, so that its next
         # message never finds the session busy with the turn that just ended.
         turn.finished = True
@@ -472,15 +500,24 @@ class AgentService:
         self._count_running(turn.agent)
         ended = "ok" if outcome.type == "final" else str((outcome.error or {}).get("type", "error"))
         self.metrics.turn_ended(
-            turn.agent, turn.tenant, ended, time.monotonic() - started, steps,
-            tokens.usage.input_tokens, tokens.usage.output_tokens,
-        )  # fmt: skip
-        tracing.annotate({
-            "runtime.outcome": ended, "runtime.steps": steps,
-            "gen_ai.usage.input_tokens": tokens.usage.input_tokens,
-            "gen_ai.usage.output_tokens": tokens.usage.output_tokens,
-            "gen_ai.completion": content(answer) if content_allowed() and answer else None,
-        }, error=None if ended == "ok" else ended)  # fmt: skip
+            turn.agent,
+            turn.tenant,
+            ended,
+            time.monotonic() - started,
+            steps,
+            tokens.usage.input_tokens,
+            tokens.usage.output_tokens,
+        )
+        tracing.annotate(
+            {
+                "runtime.outcome": ended,
+                "runtime.steps": steps,
+                "gen_ai.usage.input_tokens": tokens.usage.input_tokens,
+                "gen_ai.usage.output_tokens": tokens.usage.output_tokens,
+                "gen_ai.completion": content(answer) if content_allowed() and answer else None,
+            },
+            error=None if ended == "ok" else ended,
+        )
         try:
             await asyncio.shield(self.store.release(turn.session_id, turn.run_id))
         except Exception as exc:  # the lease lapses on its own after lease_ttl_s
@@ -526,8 +563,9 @@ def _message(message: BaseMessage) -> Message | None:
         ]
         return Message(role="assistant", content=message.text, tool_calls=calls)
     if isinstance(message, ToolMessage):
-        return Message(role="tool", content=message.text, tool_call_id=message.tool_call_id,
-                       name=message.name)  # fmt: skip
+        return Message(
+            role="tool", content=message.text, tool_call_id=message.tool_call_id, name=message.name
+        )
     if isinstance(message, SystemMessage):
         return Message(role="system", content=message.text)
     return None

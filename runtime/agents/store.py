@@ -109,8 +109,10 @@ class SessionStore(ABC):
             return ids
         deleted = []
         for session_id in ids:
-            if await self._execute(f"DELETE FROM runtime_sessions WHERE id = ? AND {idle}",
-                                   (session_id, idle_before, time.time())):  # fmt: skip
+            if await self._execute(
+                f"DELETE FROM runtime_sessions WHERE id = ? AND {idle}",
+                (session_id, idle_before, time.time()),
+            ):
                 await self.checkpointer.adelete_thread(session_id)
                 deleted.append(session_id)
         return deleted

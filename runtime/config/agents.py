@@ -22,11 +22,12 @@ class ServeLLM(StrictModel):
     deployment: str = Field(default="LLMServer", min_length=1)
     model: str = Field(min_length=1, description="The served model name (`served_name`).")
     gateway: str | None = Field(
-        default=None, min_length=1,
+        default=None,
+        min_length=1,
         description="The gateway's application: when set, LLM calls go through its router "
         "(the model's fallbacks, external providers, the tenant's token limits) and "
         "`model` is a model of the gateway; otherwise straight to `app`/`deployment`.",
-    )  # fmt: skip
+    )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, ge=1, description="Per LLM call.")
 
@@ -81,9 +82,11 @@ class Budgets(StrictModel):
     """Limits of one run (one user message); exceeding one ends the run with an error."""
 
     max_steps: int = Field(
-        default=16, ge=1, le=1000,
+        default=16,
+        ge=1,
+        le=1000,
         description="LangGraph super-steps (a model call, a round of tool calls).",
-    )  # fmt: skip
+    )
     max_tokens: int = Field(default=8192, ge=1, description="Prompt plus completion tokens.")
     max_seconds: float = Field(default=120.0, gt=0, le=3600, description="Wall-clock time.")
 
@@ -110,10 +113,11 @@ class AgentSpec(StrictModel):
     max_input_chars: int = Field(default=32000, ge=1)
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the factory.")
     scenario: str = Field(
-        default="default", pattern=SCENARIO,
+        default="default",
+        pattern=SCENARIO,
         description="The cost label of this agent's LLM calls (`runtime_cost_usd_total`, "
         "`runtime_usage_tokens_total`), e.g. the product feature it serves.",
-    )  # fmt: skip
+    )
 
     @field_validator("tools")
     @classmethod
@@ -141,9 +145,10 @@ class PostgresStore(StrictModel):
 
     kind: Literal["postgres"]
     dsn_env: str | None = Field(
-        default=None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        default=None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Environment variable holding the DSN (the way to pass a password).",
-    )  # fmt: skip
+    )
     dsn: str | None = Field(default=None, description="A DSN without a password.")
     pool_size: int = Field(default=8, ge=1, le=200)
 
@@ -172,15 +177,19 @@ StoreConfig = Annotated[SqliteStore | PostgresStore, Field(discriminator="kind")
 class SessionsConfig(StrictModel):
     store: StoreConfig = Field(default_factory=SqliteStore)
     lease_ttl_s: float = Field(
-        default=10.0, ge=1.0, le=600.0,
+        default=10.0,
+        ge=1.0,
+        le=600.0,
         description="A running turn holds its session for this long between heartbeats; "
         "after a replica dies, its sessions are free again within this time.",
-    )  # fmt: skip
+    )
     poll_interval_s: float = Field(
-        default=0.25, gt=0.0, le=10.0,
+        default=0.25,
+        gt=0.0,
+        le=10.0,
         description="How often a replica renews leases and looks for cancel requests, and "
         "how often a queued message looks for its session to be free.",
-    )  # fmt: skip
+    )
 
     @model_validator(mode="after")
     def _poll_below_ttl(self) -> SessionsConfig:
@@ -204,7 +213,7 @@ class AgentAppConfig(StrictModel):
         "application, so that one application-level policy "
         "(runtime.autoscaling:AgentLLMPolicy) scales it ahead of the agents' backlog. "
         "Agents and gateways reach it as `{app: <this application>, deployment: LLMServer}`.",
-    )  # fmt: skip
+    )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @field_validator("agents")

@@ -24,29 +24,36 @@ class Hysteresis(StrictModel):
     upscale_delay_s: float = Field(default=2.0, ge=0, le=600)
     downscale_delay_s: float = Field(default=20.0, ge=0, le=3600)
     downscale_headroom: float = Field(
-        default=0.7, gt=0, lt=1,
+        default=0.7,
+        gt=0,
+        lt=1,
         description="Scale down only to a count where the load stays under this share "
         "of every target.",
-    )  # fmt: skip
+    )
 
 
 class LLMScaling(Hysteresis):
     """``runtime.autoscaling:LLMPolicy``: queue depth and memory pressure per replica."""
 
     target_ongoing_per_replica: float = Field(
-        default=8.0, gt=0,
+        default=8.0,
+        gt=0,
         description="Sequences per replica (the engine's running plus waiting, plus "
         "requests queued in Serve's handles) to aim for.",
-    )  # fmt: skip
+    )
     kv_cache_target: float = Field(
-        default=0.8, gt=0, le=1,
+        default=0.8,
+        gt=0,
+        le=1,
         description="Mean KV-cache use above this scales up, whatever the queue.",
-    )  # fmt: skip
+    )
     gpu_memory_target: float | None = Field(
-        default=None, gt=0, le=1,
+        default=None,
+        gt=0,
+        le=1,
         description="Mean share of GPU memory in use (NVML) above this scales up; off by "
         "default, since vLLM reserves its memory up front.",
-    )  # fmt: skip
+    )
 
 
 class AgentScaling(Hysteresis):
@@ -68,8 +75,10 @@ class AgentLLMScaling(StrictModel):
     agents: AgentScaling = Field(default_factory=AgentScaling)
     llm: LLMScaling = Field(default_factory=LLMScaling)
     llm_sequences_per_turn: float = Field(
-        default=1.0, gt=0, le=64,
+        default=1.0,
+        gt=0,
+        le=64,
         description="LLM sequences one agent turn in progress (running or queued) is "
         "expected to hold: 1 when turns mostly wait on the model, less when they spend "
         "their time in tools, more when a turn calls the model in parallel.",
-    )  # fmt: skip
+    )

@@ -80,10 +80,11 @@ class AuthConfig(StrictModel):
     keys: list[ApiKey] = Field(default_factory=list)
     jwt: JwtConfig | None = Field(default=None, description="Also accept JWT bearer tokens.")
     local_key_env: str | None = Field(
-        default=None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        default=None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Environment variable with one more key (local mode: RUNTIME_API_KEY, "
         "which `python -m runtime run` sets or generates); it gets every scope.",
-    )  # fmt: skip
+    )
     local_tenant: str = Field(default="local", pattern=_NAME)
 
     @field_validator("keys")
@@ -139,10 +140,11 @@ class ModelRoute(StrictModel):
 
 class TenantLimit(RateLimit):
     concurrency: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="Requests of one tenant in flight at once, per gateway replica "
         "(429 beyond). Streams count until they end.",
-    )  # fmt: skip
+    )
 
 
 class RateLimitConfig(StrictModel):
@@ -188,10 +190,12 @@ class GatewayAppConfig(StrictModel):
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     ready_refresh_s: float = Field(
-        default=1.0, gt=0, le=60,
+        default=1.0,
+        gt=0,
+        le=60,
         description="How often the router refreshes which self-hosted models have a "
         "running replica (a model with none falls back at once).",
-    )  # fmt: skip
+    )
     scenarios: list[str] = Field(
         default_factory=list,
         description="Scenario names an LLM request may give in its `X-Scenario` header "

@@ -141,7 +141,7 @@ class LLMAppConfig(StrictModel):
         "CPU engine, on a node that declares a logical GPU); cpu-worker: `worker-kind: "
         "cpu` nodes (the CPU engine only); any: no label. Default: gpu-worker with "
         "accelerator gpu, any with cpu.",
-    )  # fmt: skip
+    )
     price: GpuPrice | None = Field(
         default=None,
         description="Per GPU-second of every replica, busy or idle "

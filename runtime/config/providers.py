@@ -10,9 +10,11 @@ from runtime.config.llm import StrictModel
 class Timeouts(StrictModel):
     connect_s: float = Field(default=5.0, gt=0, le=120, description="TCP and TLS connect.")
     first_byte_s: float = Field(
-        default=30.0, gt=0, le=600,
+        default=30.0,
+        gt=0,
+        le=600,
         description="Longest wait for any bytes (the answer, or the next streamed chunk).",
-    )  # fmt: skip
+    )
     total_s: float = Field(default=120.0, gt=0, le=3600, description="One attempt, end to end.")
 
 
@@ -59,9 +61,10 @@ class ProviderConfig(StrictModel):
         pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="Up to and including `/v1`."
     )
     api_key_env: str | None = Field(
-        default=None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        default=None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Environment variable with the API key (from a Secret); never logged.",
-    )  # fmt: skip
+    )
     models: dict[str, str] = Field(
         default_factory=dict,
         description="Model name clients use -> the provider's name; others pass unchanged.",

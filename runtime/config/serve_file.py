@@ -98,8 +98,7 @@ def _references(apps: dict[str, BaseModel]) -> list[str]:
         if target is None:
             problems.append(f"{where}: no application named '{app}' in this file")
         elif not isinstance(target, kind):
-            problems.append(f"{where}: application '{app}' is not built by "
-                            f"{_builder(kind)}")  # fmt: skip
+            problems.append(f"{where}: application '{app}' is not built by {_builder(kind)}")
         return target
 
     def expect_llm(app: str, deployment: str, where: str) -> None:
@@ -109,8 +108,10 @@ def _references(apps: dict[str, BaseModel]) -> list[str]:
         if not own and not isinstance(expect(app, LLMAppConfig, where), LLMAppConfig):
             return  # reported by expect()
         if deployment != "LLMServer":
-            problems.append(f"{where}: application '{app}' has no LLM deployment "
-                            f"'{deployment}' (it is `LLMServer`)")  # fmt: skip
+            problems.append(
+                f"{where}: application '{app}' has no LLM deployment "
+                f"'{deployment}' (it is `LLMServer`)"
+            )
 
     for name, config in apps.items():
         if isinstance(config, GatewayAppConfig):
@@ -140,8 +141,9 @@ def _references(apps: dict[str, BaseModel]) -> list[str]:
                 if isinstance(gateway, GatewayAppConfig) and llm.model not in {
                     m.name for m in gateway.models
                 }:
-                    problems.append(f"{where}: the gateway '{llm.gateway}' has no model "
-                                    f"'{llm.model}'")  # fmt: skip
+                    problems.append(
+                        f"{where}: the gateway '{llm.gateway}' has no model '{llm.model}'"
+                    )
     return problems
 
 
@@ -184,9 +186,11 @@ def _policy_kwargs(data: dict[str, Any]) -> list[str]:
             function = str(policy.get("policy_function", ""))
             where = f"applications[{i}].deployments[{j}]"
             if function in APP_POLICY_KWARGS_MODELS:
-                problems.append(f"{where}.autoscaling_config.policy: {function} is an "
-                                "application-level policy: set it as the application's "
-                                "`autoscaling_policy`")  # fmt: skip
+                problems.append(
+                    f"{where}.autoscaling_config.policy: {function} is an "
+                    "application-level policy: set it as the application's "
+                    "`autoscaling_policy`"
+                )
             model = POLICY_KWARGS_MODELS.get(function)
             if model is None:
                 continue
@@ -194,13 +198,25 @@ def _policy_kwargs(data: dict[str, Any]) -> list[str]:
             try:
                 model.model_validate(policy.get("policy_kwargs") or {})
             except ValidationError as err:
-                problems += validation_problems(err, model, (
-                    "applications", i, "deployments", j, "autoscaling_config", "policy",
-                    "policy_kwargs"))  # fmt: skip
+                problems += validation_problems(
+                    err,
+                    model,
+                    (
+                        "applications",
+                        i,
+                        "deployments",
+                        j,
+                        "autoscaling_config",
+                        "policy",
+                        "policy_kwargs",
+                    ),
+                )
         if app_function in POLICY_KWARGS_MODELS:
-            problems.append(f"applications[{i}].autoscaling_policy: {app_function} is a "
-                            "deployment's policy: set it in that deployment's "
-                            "`autoscaling_config.policy`")  # fmt: skip
+            problems.append(
+                f"applications[{i}].autoscaling_policy: {app_function} is a "
+                "deployment's policy: set it in that deployment's "
+                "`autoscaling_config.policy`"
+            )
         if app_function in APP_POLICY_KWARGS_MODELS:
             problems += _app_policy(i, app, app_function)
     return problems
@@ -214,29 +230,40 @@ def _app_policy(i: int, app: dict[str, Any], function: str) -> list[str]:
     try:
         model.model_validate(app["autoscaling_policy"].get("policy_kwargs") or {})
     except ValidationError as err:
-        problems += validation_problems(err, model, ("applications", i, "autoscaling_policy",
-                                                     "policy_kwargs"))  # fmt: skip
+        problems += validation_problems(
+            err, model, ("applications", i, "autoscaling_policy", "policy_kwargs")
+        )
     if app.get("import_path") != _builder(AgentAppConfig) or not (app.get("args") or {}).get(
         "llm_server"
     ):
-        problems.append(f"{where}.autoscaling_policy: {function} scales an agent "
-                        f"application with its own LLM: {_builder(AgentAppConfig)} with "
-                        "`args.llm_server`")  # fmt: skip
-    deployments = {str((d or {}).get("name")): (j, d or {})
-                   for j, d in enumerate(app.get("deployments") or [])}  # fmt: skip
+        problems.append(
+            f"{where}.autoscaling_policy: {function} scales an agent "
+            f"application with its own LLM: {_builder(AgentAppConfig)} with "
+            "`args.llm_server`"
+        )
+    deployments = {
+        str((d or {}).get("name")): (j, d or {}) for j, d in enumerate(app.get("deployments") or [])
+    }
     for name in ("AgentServer", "LLMServer"):
         if name not in deployments or not deployments[name][1].get("autoscaling_config"):
-            problems.append(f"{where}.deployments: {function} needs an `autoscaling_config` "
-                            f"(min_replicas, max_replicas, delays 0) for {name}")  # fmt: skip
+            problems.append(
+                f"{where}.deployments: {function} needs an `autoscaling_config` "
+                f"(min_replicas, max_replicas, delays 0) for {name}"
+            )
             continue
         j, deployment = deployments[name]
-        problems += _serve_delays(deployment["autoscaling_config"],
-                                  f"{where}.deployments[{j}]", function)  # fmt: skip
+        problems += _serve_delays(
+            deployment["autoscaling_config"], f"{where}.deployments[{j}]", function
+        )
     return problems
 
 
-_PLACEMENT_KEYS = ("ray_actor_options", "placement_group_bundles", "placement_group_strategy",
-                   "placement_group_bundle_label_selector")  # fmt: skip
+_PLACEMENT_KEYS = (
+    "ray_actor_options",
+    "placement_group_bundles",
+    "placement_group_strategy",
+    "placement_group_bundle_label_selector",
+)
 
 
 def _placement(data: dict[str, Any]) -> list[str]:
@@ -263,8 +290,9 @@ def _placement(data: dict[str, Any]) -> list[str]:
                     "its `args` (`placement`, `num_cpus`, `accelerator`, "
                     "`engine.tensor_parallel_size`); Serve would replace the engine's "
                     "environment and GPUs the builder sets with these. Remove it."
-                    for key in _PLACEMENT_KEYS if key in deployment
-                ]  # fmt: skip
+                    for key in _PLACEMENT_KEYS
+                    if key in deployment
+                ]
                 continue
             actor = deployment.get("ray_actor_options")
             if not isinstance(actor, dict):

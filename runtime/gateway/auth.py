@@ -60,9 +60,13 @@ class KeyStore:
                 digest = key_hash(local)
                 self._by_hash.setdefault(
                     digest,
-                    ApiKey(id="local", tenant=config.local_tenant, sha256=digest,
-                           scopes=Scopes(admin=True)),
-                )  # fmt: skip
+                    ApiKey(
+                        id="local",
+                        tenant=config.local_tenant,
+                        sha256=digest,
+                        scopes=Scopes(admin=True),
+                    ),
+                )
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -143,8 +147,9 @@ class JwtVerifier:
         unknown = kid not in self._keys and now - self._fetched > self.REFETCH_MIN_S
         if expired or unknown:
             async with self._lock:
-                if time.monotonic() - self._fetched > min(self.REFETCH_MIN_S,
-                                                          self.config.jwks_cache_s):  # fmt: skip
+                if time.monotonic() - self._fetched > min(
+                    self.REFETCH_MIN_S, self.config.jwks_cache_s
+                ):
                     await self._fetch()
         return self._keys.get(kid)
 

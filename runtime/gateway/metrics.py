@@ -35,38 +35,47 @@ _BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 class GatewayMetrics:
     def __init__(self) -> None:
         self.requests = metrics.Counter(
-            "runtime_gateway_requests_total", "Requests answered by the gateway.",
+            "runtime_gateway_requests_total",
+            "Requests answered by the gateway.",
             tag_keys=("tenant", "route", "status"),
-        )  # fmt: skip
+        )
         self.latency = metrics.Histogram(
-            "runtime_gateway_request_seconds", "Time to the start of the response.",
-            boundaries=_BUCKETS, tag_keys=("tenant", "route"),
-        )  # fmt: skip
+            "runtime_gateway_request_seconds",
+            "Time to the start of the response.",
+            boundaries=_BUCKETS,
+            tag_keys=("tenant", "route"),
+        )
         self.rate_limited = metrics.Counter(
-            "runtime_gateway_rate_limited_total", "Requests refused by a limit (429).",
+            "runtime_gateway_rate_limited_total",
+            "Requests refused by a limit (429).",
             tag_keys=("tenant", "limit"),
-        )  # fmt: skip
+        )
         self.auth_failures = metrics.Counter(
-            "runtime_gateway_auth_failures_total", "Requests refused by authentication.",
+            "runtime_gateway_auth_failures_total",
+            "Requests refused by authentication.",
             tag_keys=("status",),
-        )  # fmt: skip
+        )
         self.tokens = metrics.Counter(
-            "runtime_gateway_llm_tokens_total", "LLM tokens charged to tenants.",
+            "runtime_gateway_llm_tokens_total",
+            "LLM tokens charged to tenants.",
             tag_keys=("tenant", "model"),
-        )  # fmt: skip
+        )
 
         self.usage_requests = metrics.Counter(
-            "runtime_usage_requests_total", "LLM answers by tenant, agent, scenario, model.",
+            "runtime_usage_requests_total",
+            "LLM answers by tenant, agent, scenario, model.",
             tag_keys=("tenant", "agent", "scenario", "model"),
-        )  # fmt: skip
+        )
         self.usage_tokens = metrics.Counter(
-            "runtime_usage_tokens_total", "LLM tokens by tenant, agent, scenario, model.",
+            "runtime_usage_tokens_total",
+            "LLM tokens by tenant, agent, scenario, model.",
             tag_keys=("tenant", "agent", "scenario", "model", "direction"),
-        )  # fmt: skip
+        )
         self.cost = metrics.Counter(
-            "runtime_cost_usd_total", "Cost of LLM answers priced per token, in USD.",
+            "runtime_cost_usd_total",
+            "Cost of LLM answers priced per token, in USD.",
             tag_keys=("tenant", "agent", "scenario", "model"),
-        )  # fmt: skip
+        )
 
     def request(self, tenant: str, route: str, status: int, seconds: float) -> None:
         self.requests.inc(tags={"tenant": tenant, "route": route, "status": str(status)})
@@ -82,15 +91,21 @@ class GatewayMetrics:
         if tokens > 0:
             self.tokens.inc(tokens, tags={"tenant": tenant, "model": str(model)})
 
-    def used(self, labels: dict[str, str], input_tokens: int, output_tokens: int,
-             price: TokenPrice | None) -> None:  # fmt: skip
+    def used(
+        self,
+        labels: dict[str, str],
+        input_tokens: int,
+        output_tokens: int,
+        price: TokenPrice | None,
+    ) -> None:
         """One answer: ``labels`` are tenant, agent, scenario and model."""
         self.usage_requests.inc(tags=labels)
         for direction, count in (("input", input_tokens), ("output", output_tokens)):
             if count > 0:
                 self.usage_tokens.inc(count, tags={**labels, "direction": direction})
         if price is not None:
-            cost = (input_tokens * price.input_per_million
-                    + output_tokens * price.output_per_million) / 1e6  # fmt: skip
+            cost = (
+                input_tokens * price.input_per_million + output_tokens * price.output_per_million
+            ) / 1e6
             if cost > 0:
                 self.cost.inc(cost, tags=labels)

@@ -113,8 +113,9 @@ class Limiter:
                 raise LimiterUnavailableError(
                     f"the rate-limit storage is unreachable ({type(exc).__name__})"
                 ) from None
-            logger.warning("rate-limit storage failed (%s): request let through",
-                           type(exc).__name__)  # fmt: skip
+            logger.warning(
+                "rate-limit storage failed (%s): request let through", type(exc).__name__
+            )
             return default
 
     def _retry_after(self, reset_time: float) -> int:

@@ -56,8 +56,9 @@ app = FastAPI(
 
 def _json_request(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
     """The published request body of a route that reads its body itself."""
-    return {"requestBody": {"required": required,
-                            "content": {"application/json": {"schema": schema}}}}  # fmt: skip
+    return {
+        "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}
+    }
 
 
 _MESSAGE = {
@@ -74,31 +75,50 @@ _LLM_COMMON: dict[str, Any] = {
     "temperature": {"type": "number", "minimum": 0, "maximum": 2},
     "stream": {"type": "boolean"},
 }
-_CHAT_REQUEST = _json_request({
-    "type": "object", "required": ["model", "messages"],
-    "description": "OpenAI's chat completion request; other OpenAI fields pass through.",
-    "properties": {**_LLM_COMMON, "messages": {"type": "array", "items": _MESSAGE}},
-})  # fmt: skip
-_COMPLETION_REQUEST = _json_request({
-    "type": "object", "required": ["model", "prompt"],
-    "description": "OpenAI's completion request; other OpenAI fields pass through.",
-    "properties": {**_LLM_COMMON, "prompt": {"type": "string"}},
-})  # fmt: skip
-_AGENT_MESSAGE = _json_request({
-    "type": "object", "required": ["message"], "additionalProperties": False,
-    "properties": {"message": {"type": "string", "minLength": 1}},
-})  # fmt: skip
-_NEW_SESSION = _json_request({
-    "type": "object", "additionalProperties": False,
-    "properties": {"id": {"type": "string", "description": "Optional; generated when absent."}},
-}, required=False)  # fmt: skip
+_CHAT_REQUEST = _json_request(
+    {
+        "type": "object",
+        "required": ["model", "messages"],
+        "description": "OpenAI's chat completion request; other OpenAI fields pass through.",
+        "properties": {**_LLM_COMMON, "messages": {"type": "array", "items": _MESSAGE}},
+    }
+)
+_COMPLETION_REQUEST = _json_request(
+    {
+        "type": "object",
+        "required": ["model", "prompt"],
+        "description": "OpenAI's completion request; other OpenAI fields pass through.",
+        "properties": {**_LLM_COMMON, "prompt": {"type": "string"}},
+    }
+)
+_AGENT_MESSAGE = _json_request(
+    {
+        "type": "object",
+        "required": ["message"],
+        "additionalProperties": False,
+        "properties": {"message": {"type": "string", "minLength": 1}},
+    }
+)
+_NEW_SESSION = _json_request(
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"id": {"type": "string", "description": "Optional; generated when absent."}},
+    },
+    required=False,
+)
 
 
 def _error(status: int, message: str, type: str, param: str | None = None) -> JSONResponse:
     """One error body for every route: OpenAI's fields plus `status` (the SDK's); the
     message redacted (an upstream error may quote a key)."""
-    body = {"message": redact(message), "type": type, "param": param, "code": status,
-            "status": status}  # fmt: skip
+    body = {
+        "message": redact(message),
+        "type": type,
+        "param": param,
+        "code": status,
+        "status": status,
+    }
     return JSONResponse({"error": body}, status_code=status)
 
 
@@ -119,8 +139,11 @@ class _Observe:
             await self.inner(scope, receive, send)
             return
         started = time.perf_counter()
-        with tracing.span("gateway.request", {"http.request.method": scope.get("method")},
-                          kind=tracing.SpanKind.SERVER) as span:  # fmt: skip
+        with tracing.span(
+            "gateway.request",
+            {"http.request.method": scope.get("method")},
+            kind=tracing.SpanKind.SERVER,
+        ) as span:
 
             async def observed_send(message: Any) -> None:
                 if message["type"] == "http.response.start":
@@ -128,8 +151,13 @@ class _Observe:
                     tenant = (scope.get("state") or {}).get("tenant", "-")
                     status = message["status"]
                     span.update_name(f"gateway {scope.get('method')} {route}")
-                    span.set_attributes({"http.route": route, "runtime.tenant": tenant,
-                                         "http.response.status_code": status})  # fmt: skip
+                    span.set_attributes(
+                        {
+                            "http.route": route,
+                            "runtime.tenant": tenant,
+                            "http.response.status_code": status,
+                        }
+                    )
                     if status >= 500:
                         span.set_status(tracing.Status(tracing.StatusCode.ERROR))
                     # The app serving this request (Serve builds the replica's app from
@@ -221,14 +249,16 @@ Caller = Annotated[Principal, Depends(_principal)]
 async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise LLMError(f"the request body is over {limit} bytes", status_code=413,
-                       type="RequestTooLarge")  # fmt: skip
+        raise LLMError(
+            f"the request body is over {limit} bytes", status_code=413, type="RequestTooLarge"
+        )
     raw = b""
     async for part in request.stream():
         raw += part
         if len(raw) > limit:
-            raise LLMError(f"the request body is over {limit} bytes", status_code=413,
-                           type="RequestTooLarge")  # fmt: skip
+            raise LLMError(
+                f"the request body is over {limit} bytes", status_code=413, type="RequestTooLarge"
+            )
     try:
         body = json.loads(raw)
     except ValueError:
@@ -330,14 +360,13 @@ class Gateway:
                 checks[name] = False
 
         calls = [
-            probe(f"model:{m.name}",
-                  self.handles.deployment(m.app, m.deployment).models.remote())
+            probe(f"model:{m.name}", self.handles.deployment(m.app, m.deployment).models.remote())
             for m in self.config.models
             if m.app is not None  # external providers do not decide this replica's readiness
         ] + [
             probe(f"agents:{a}", self.handles.app(a).agents.remote())
             for a in self.config.agent_apps
-        ]  # fmt: skip
+        ]
         await asyncio.gather(*calls)
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
@@ -349,8 +378,12 @@ class Gateway:
         if not isinstance(name, str):
             raise LLMError("`model` is required", param="model")
         if name not in self.router:
-            raise LLMError(f"the model `{name}` does not exist", status_code=404,
-                           type="NotFoundError", param="model")  # fmt: skip
+            raise LLMError(
+                f"the model `{name}` does not exist",
+                status_code=404,
+                type="NotFoundError",
+                param="model",
+            )
         if not caller.scopes.allows_model(name):
             raise AuthError(403, f"this API key may not use the model `{name}`")
         return name
@@ -379,8 +412,9 @@ class Gateway:
             return "direct"
         if name not in self.config.scenarios:
             known = ", ".join(self.config.scenarios) or "none are configured"
-            raise LLMError(f"the X-Scenario header names no configured scenario ({known})",
-                           param="X-Scenario")  # fmt: skip
+            raise LLMError(
+                f"the X-Scenario header names no configured scenario ({known})", param="X-Scenario"
+            )
         return name
 
     async def _complete(self, request: Request, caller: Principal, method: Method) -> Response:
@@ -394,8 +428,7 @@ class Gateway:
             finally:
                 self.limiter.release(caller.tenant)
             # Charged after the answer leaves (off the latency path; a Redis round trip).
-            self._later(self._charge(labels, caller.key_id, reply.get("model"),
-                                     usage_of(reply)))  # fmt: skip
+            self._later(self._charge(labels, caller.key_id, reply.get("model"), usage_of(reply)))
             return JSONResponse(reply)
         try:
             events = await self._open_stream(labels, caller.key_id, model, method, body)
@@ -412,8 +445,9 @@ class Gateway:
 
         return StreamingResponse(sse(), media_type="text/event-stream")
 
-    async def _open_stream(self, labels: _Labels, key_id: str | None, model: str,
-                           method: Method, body: dict[str, Any]) -> AsyncIterator[Any]:  # fmt: skip
+    async def _open_stream(
+        self, labels: _Labels, key_id: str | None, model: str, method: Method, body: dict[str, Any]
+    ) -> AsyncIterator[Any]:
         """The router's stream with its first chunk already received (a bad request or
         an unavailable model is an error status, not a broken stream); its tokens are
         charged when it ends. Yields chunks, an error body, or nothing more."""
@@ -447,16 +481,23 @@ class Gateway:
 
     # -- the router for the agents (handle calls, tenant from the agent app) ------------
 
-    async def llm(self, tenant: str, method: Method, body: dict[str, Any], agent: str = "-",
-                  scenario: str = "default") -> dict[str, Any]:  # fmt: skip
+    async def llm(
+        self,
+        tenant: str,
+        method: Method,
+        body: dict[str, Any],
+        agent: str = "-",
+        scenario: str = "default",
+    ) -> dict[str, Any]:
         """An agent's LLM call, through the same router and the tenant's token limits
         (``agent`` and ``scenario`` label its usage and cost)."""
         model = self._agent_model(body)
         logs.bind_tenant(tenant)
         await self._admit_tokens(tenant)
         reply = await self.router.call(model, method, body)
-        await self._charge(_Labels(tenant, agent, scenario), None, reply.get("model"),
-                           usage_of(reply))  # fmt: skip
+        await self._charge(
+            _Labels(tenant, agent, scenario), None, reply.get("model"), usage_of(reply)
+        )
         return reply
 
     def _later(self, work: Any) -> None:
@@ -464,16 +505,20 @@ class Gateway:
         self._tasks.add(task)  # a reference until it ends
         task.add_done_callback(self._tasks.discard)
 
-    async def _charge(self, labels: _Labels, key_id: str | None, model: Any,
-                      usage: tuple[int, int] | None) -> None:  # fmt: skip
+    async def _charge(
+        self, labels: _Labels, key_id: str | None, model: Any, usage: tuple[int, int] | None
+    ) -> None:
         """Charge an answer's tokens to the tenant's limits; count its usage and cost.
         ``model`` is the model that answered (None: none did)."""
         tokens = sum(usage) if usage else 0
         await self.limiter.charge(labels.tenant, key_id, tokens)
         self.metrics.charged(labels.tenant, model, tokens)
         if model is not None:
-            self.metrics.used({**labels._asdict(), "model": str(model)}, *(usage or (0, 0)),
-                              self._prices.get(str(model)))  # fmt: skip
+            self.metrics.used(
+                {**labels._asdict(), "model": str(model)},
+                *(usage or (0, 0)),
+                self._prices.get(str(model)),
+            )
 
     async def llm_stream(
         self,
@@ -486,8 +531,9 @@ class Gateway:
         model = self._agent_model(body)
         logs.bind_tenant(tenant)
         await self._admit_tokens(tenant)
-        events = await self._open_stream(_Labels(tenant, agent, scenario), None, model,
-                                         method, body)  # fmt: skip
+        events = await self._open_stream(
+            _Labels(tenant, agent, scenario), None, model, method, body
+        )
         async for chunk in events:
             if chunk != "[DONE]":
                 if isinstance(chunk, dict) and "error" in chunk:
@@ -503,8 +549,12 @@ class Gateway:
     def _agent_model(self, body: dict[str, Any]) -> str:
         name = body.get("model") if isinstance(body, dict) else None
         if not isinstance(name, str) or name not in self.router:
-            raise LLMError(f"the model `{name}` is not routed by this gateway", status_code=404,
-                           type="NotFoundError", param="model")  # fmt: skip
+            raise LLMError(
+                f"the model `{name}` is not routed by this gateway",
+                status_code=404,
+                type="NotFoundError",
+                param="model",
+            )
         return name
 
     # -- agent routes ----------------------------------------------------------------
@@ -547,8 +597,11 @@ class Gateway:
 
     @app.post("/v1/agents/{agent}/sessions", status_code=201, openapi_extra=_NEW_SESSION)
     async def create_session(self, agent: str, request: Request, caller: Caller) -> SessionInfo:
-        body = await _json_body(request, self.config.max_body_bytes) if await _has_body(
-            request) else {}  # fmt: skip
+        body = (
+            await _json_body(request, self.config.max_body_bytes)
+            if await _has_body(request)
+            else {}
+        )
         unknown = set(body) - {"id"}
         if unknown:
             raise InvalidInputError(f"unknown field(s): {', '.join(sorted(unknown))}")

@@ -25,13 +25,19 @@ def server_argv(config: LLMAppConfig, model: str) -> list[str]:
     """vLLM server flags for ``config``, with ``model`` a folder or hub id."""
     engine = config.engine
     argv = [
-        "--model", model,
-        "--served-model-name", config.served_name,
-        "--dtype", config.dtype,
-        "--tool-strict-level", engine.tool_strict_level,
-        "--max-num-seqs", str(engine.max_num_seqs),
-        "--tensor-parallel-size", str(engine.tensor_parallel_size),
-    ]  # fmt: skip
+        "--model",
+        model,
+        "--served-model-name",
+        config.served_name,
+        "--dtype",
+        config.dtype,
+        "--tool-strict-level",
+        engine.tool_strict_level,
+        "--max-num-seqs",
+        str(engine.max_num_seqs),
+        "--tensor-parallel-size",
+        str(engine.tensor_parallel_size),
+    ]
     if engine.max_model_len is not None:
         argv += ["--max-model-len", str(engine.max_model_len)]
     if engine.max_num_batched_tokens is not None:

@@ -15,9 +15,12 @@ class LLMError(Exception):
     """
 
     def __init__(
-        self, message: str, status_code: int = 400, type: str = "BadRequestError",
+        self,
+        message: str,
+        status_code: int = 400,
+        type: str = "BadRequestError",
         param: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         message = redact(message)  # an upstream provider's message may quote a key
         super().__init__(message)
         self.message = message

@@ -266,12 +266,17 @@ def _gpu_time_counters() -> tuple[Any, Any]:
     from ray.serve import metrics
 
     return (
-        metrics.Counter("runtime_llm_gpu_seconds_total",
-                        "GPU-seconds held by the model's replicas.", tag_keys=("model",)),
-        metrics.Counter("runtime_llm_gpu_cost_usd_total",
-                        "Cost of those GPU-seconds at the app's `price`, in USD.",
-                        tag_keys=("model",)),
-    )  # fmt: skip
+        metrics.Counter(
+            "runtime_llm_gpu_seconds_total",
+            "GPU-seconds held by the model's replicas.",
+            tag_keys=("model",),
+        ),
+        metrics.Counter(
+            "runtime_llm_gpu_cost_usd_total",
+            "Cost of those GPU-seconds at the app's `price`, in USD.",
+            tag_keys=("model",),
+        ),
+    )
 
 
 @functools.cache
@@ -287,8 +292,9 @@ def _gpu_gauge() -> Any:
 async def _invalid_request(request: Any, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"] if p != "body")
-    error = LLMError(f"{where}: {first['msg']}" if where else str(first["msg"]),
-                     param=where or None)  # fmt: skip
+    error = LLMError(
+        f"{where}: {first['msg']}" if where else str(first["msg"]), param=where or None
+    )
     return JSONResponse(error.to_body(), status_code=error.status_code)
 
 

@@ -33,10 +33,16 @@ def api_server(
     import psutil
 
     argv = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
         *server_argv(config, resolve_model(config.model)),
-        "--host", "127.0.0.1", "--port", str(port), "--disable-uvicorn-access-log",
-    ]  # fmt: skip
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-uvicorn-access-log",
+    ]
     if api_key is not None:
         argv += ["--api-key", api_key]
     with open(log_path, "w") as log:

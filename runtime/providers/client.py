@@ -146,9 +146,11 @@ class ProviderClient:
                 )
             try:
                 # The request carries this span's W3C trace context (`traceparent`).
-                with tracing.span("provider.attempt", {"runtime.provider": self.name,
-                                                       "runtime.attempt": attempt},
-                                  kind=tracing.SpanKind.CLIENT):  # fmt: skip
+                with tracing.span(
+                    "provider.attempt",
+                    {"runtime.provider": self.name, "runtime.attempt": attempt},
+                    kind=tracing.SpanKind.CLIENT,
+                ):
                     result = await attempt_once()
             except _Retryable as err:
                 self.breaker.record_failure()
@@ -156,8 +158,11 @@ class ProviderClient:
                 last = err.reason
                 logger.warning(
                     "provider %s attempt %d/%d failed: %s",
-                    self.name, attempt, retries.max_attempts, err.reason,
-                )  # fmt: skip
+                    self.name,
+                    attempt,
+                    retries.max_attempts,
+                    err.reason,
+                )
                 if attempt < retries.max_attempts:
                     await self._sleep(self._backoff(attempt, err.retry_after))
                 continue
@@ -254,8 +259,11 @@ class ProviderClient:
             err = LLMError.from_body(body)
             err.status_code = status
             raise err
-        raise LLMError(f"provider {self.name!r} answered HTTP {status}", status_code=status,
-                       type="UpstreamError")  # fmt: skip
+        raise LLMError(
+            f"provider {self.name!r} answered HTTP {status}",
+            status_code=status,
+            type="UpstreamError",
+        )
 
 
 async def _inject_trace(request: httpx.Request) -> None:

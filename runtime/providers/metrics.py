@@ -25,21 +25,25 @@ class ProviderMetrics:
         if metrics is None:
             return
         self.attempts = metrics.Counter(
-            "runtime_provider_attempts_total", "Attempts to call external LLM providers.",
+            "runtime_provider_attempts_total",
+            "Attempts to call external LLM providers.",
             tag_keys=("provider", "outcome"),
-        )  # fmt: skip
+        )
         self.retries = metrics.Counter(
-            "runtime_provider_retries_total", "Provider attempts after the first of a call.",
+            "runtime_provider_retries_total",
+            "Provider attempts after the first of a call.",
             tag_keys=("provider",),
-        )  # fmt: skip
+        )
         self.circuit = metrics.Gauge(
-            "runtime_provider_circuit_state", "0 closed, 1 half open, 2 open.",
+            "runtime_provider_circuit_state",
+            "0 closed, 1 half open, 2 open.",
             tag_keys=("provider",),
-        )  # fmt: skip
+        )
         self.fallbacks = metrics.Counter(
-            "runtime_llm_fallbacks_total", "Calls answered by a later target of the chain.",
+            "runtime_llm_fallbacks_total",
+            "Calls answered by a later target of the chain.",
             tag_keys=("failed", "answered"),
-        )  # fmt: skip
+        )
 
     def attempt(self, provider: str, outcome: str, number: int, circuit: str) -> None:
         if not self.enabled:

@@ -46,8 +46,21 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from runtime.telemetry.redact import redact
 
-__all__ = ["Span", "SpanKind", "Status", "StatusCode", "annotate", "current_context", "end",
-           "inject", "otlp_exporter", "span", "start", "trace_ids", "use"]  # fmt: skip
+__all__ = [
+    "Span",
+    "SpanKind",
+    "Status",
+    "StatusCode",
+    "annotate",
+    "current_context",
+    "end",
+    "inject",
+    "otlp_exporter",
+    "span",
+    "start",
+    "trace_ids",
+    "use",
+]
 
 _TRACER = "runtime"
 
@@ -67,9 +80,13 @@ def span(
     """A span around a block, current inside it; an exception marks it failed (type
     only in the status: messages go through the exporter's redaction as an event)."""
     with tracer().start_as_current_span(
-        name, context=parent, kind=kind, attributes=_clean(attributes),
-        record_exception=False, set_status_on_exception=False,
-    ) as current:  # fmt: skip
+        name,
+        context=parent,
+        kind=kind,
+        attributes=_clean(attributes),
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as current:
         try:
             yield current
         except BaseException as exc:
@@ -79,14 +96,20 @@ def span(
             raise
 
 
-def start(name: str, attributes: Mapping[str, Any] | None = None, *,
-          kind: SpanKind = SpanKind.INTERNAL, parent: Any = None) -> Span:  # fmt: skip
+def start(
+    name: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: Any = None,
+) -> Span:
     """A span that the caller ends (LangChain callbacks start and end in two calls)."""
     return tracer().start_span(name, context=parent, kind=kind, attributes=_clean(attributes))
 
 
-def end(current: Span, error: BaseException | None = None,
-        attributes: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+def end(
+    current: Span, error: BaseException | None = None, attributes: Mapping[str, Any] | None = None
+) -> None:
     if current.is_recording():
         if attributes:
             current.set_attributes(_clean(attributes) or {})
@@ -158,11 +181,19 @@ def redacted(span: ReadableSpan) -> ReadableSpan:
         status = Status(status.status_code, redact(status.description))
     events = [Event(e.name, _redacted_attributes(e.attributes), e.timestamp) for e in span.events]
     return ReadableSpan(
-        name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-        attributes=_redacted_attributes(span.attributes), events=events, links=span.links,
-        kind=span.kind, status=status, start_time=span.start_time, end_time=span.end_time,
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_redacted_attributes(span.attributes),
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
-    )  # fmt: skip
+    )
 
 
 class RedactingExporter(SpanExporter):
