@@ -8,382 +8,20 @@ once per session, the real embedded default (serve_configs/local.yaml: SmolLM2 o
 the CPU engine and the example agents), the tiny random model, and agent
 applications for the tests (scripted stand-in models, a one-replica app, an app on a
 real PostgreSQL started here), through the same strict config check and deploy path
-that ``python -m runtime run`` uses.
+that ``python -m runtime run`` uses. Its serve config is built by tests/support/stack.py.
 """
 
 from __future__ import annotations
 
-import copy
-import os
-import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from runtime import _env
-from runtime.gateway.auth import key_hash, new_key
-from tests.otlp import SpanReceiver
-
-REPO = Path(__file__).resolve().parent.parent
-SERVE_CONFIGS = REPO / "serve_configs"
-
-# Set before Ray starts: token auth is on by default for new local clusters in 2.60.
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
-# The Serve settings `python -m runtime run` starts its clusters with.
-os.environ.update(_env.serve_env())
-
-
-def _tracing_schema(config: dict[str, Any]) -> Any:
-    from ray.serve.schema import TracingConfig
-
-    return TracingConfig(**config)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-#: Traces: the stack's serve config turns Serve's tracing on with the runtime's OTLP
-#: exporter, and every replica (they inherit this environment) sends its spans to this
-#: in-memory OTLP receiver (tests/otlp.py), started here so that none is lost.
-SPANS = SpanReceiver(free_port())
-os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = SPANS.endpoint
-os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "500"  # ms between batches (5000 by default)
-# Serve's throughput mode buffers 1000 log records per replica before writing them: the
-# tests read the log files as they go (tests/test_redaction.py).
-os.environ["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] = "1"
-TRACING = {
-    "enabled": True,
-    "exporter_import_path": "runtime.telemetry.tracing:otlp_exporter",
-    "sampling_ratio": 1.0,
-}
-# Serve's proxies read only these (as `python -m runtime run` sets them from the config).
-os.environ.update(_env.proxy_tracing_env(_tracing_schema(TRACING)))
-
-#: Gateway keys of the tests. The local key (tenant "local", every scope) reaches the
-#: gateway as `python -m runtime run` passes it: in the environment Ray's processes inherit.
-API_KEY = new_key()
-os.environ[_env.RUNTIME_API_KEY] = API_KEY
-KEY_B = new_key()  # tenant-b, every scope
-KEY_REVOKED = new_key()
-KEY_SCOPED = new_key()  # tenant-c: the tiny model and the `scripted` agent only
-KEY_ONE_AT_A_TIME = new_key()  # tenant-d: one request in flight
-KEY_THREE_PER_MINUTE = new_key()  # key "e" (tenant-e): three requests per minute
-KEY_FEW_TOKENS = new_key()  # tenant-f: one LLM token per minute
-GATEWAY_KEYS = [
-    {"id": "b", "tenant": "tenant-b", "sha256": key_hash(KEY_B)},
-    {"id": "old", "tenant": "tenant-b", "sha256": key_hash(KEY_REVOKED), "revoked": True},
-    {
-        "id": "c",
-        "tenant": "tenant-c",
-        "sha256": key_hash(KEY_SCOPED),
-        "scopes": {"models": ["tiny-random"], "agents": ["scripted"]},
-    },
-    {"id": "d", "tenant": "tenant-d", "sha256": key_hash(KEY_ONE_AT_A_TIME)},
-    {"id": "e", "tenant": "tenant-e", "sha256": key_hash(KEY_THREE_PER_MINUTE)},
-    {"id": "f", "tenant": "tenant-f", "sha256": key_hash(KEY_FEW_TOKENS)},
-]
-#: The main gateway counts in memory (one replica); test_gateway_routing.py deploys a
-#: second gateway with two replicas counting in Redis.
-GATEWAY_LIMITS = {
-    "tenants": {"tenant-d": {"concurrency": 1}, "tenant-f": {"tokens_per_minute": 1}},
-    "keys": {"e": {"requests_per_minute": 3}},
-}
-#: The key of the external provider (vLLM's own server) the tests start.
-PROVIDER_KEY = "sk-test-" + new_key()[3:]
-PROVIDER_KEY_ENV = "RUNTIME_TEST_PROVIDER_KEY"
-
-SMOL_GPU_PRICE = {"per_gpu_second": 0.0011}
-TINY_PRICE = {"input_per_million": 0.5, "output_per_million": 1.5}
-#: A configured redaction pattern of the test gateway (customer account numbers).
-REDACT_PATTERN = r"acct-[0-9]{8}"
-
-TINY_MODEL = "tiny-random"
-TINY_MAX_MODEL_LEN = 512
-
-
-def tiny_app(
-    route_prefix: str | None = "/tiny", placement: str | None = "gpu-worker"
-) -> dict[str, Any]:
-    """The tiny model's application; on the test cluster's GPU worker by default
-    (``placement=None``: the builder's default, any node, as on `make run`'s one node)."""
-    app = {
-        "name": "tiny",
-        "route_prefix": route_prefix,
-        "import_path": "runtime.apps:build_llm_app",
-        "args": {
-            "model": {"source": "tiny-random", "served_name": TINY_MODEL},
-            "engine": {
-                "max_model_len": TINY_MAX_MODEL_LEN,
-                "max_num_seqs": 16,
-                "chat_template": "chatml-tools",
-                "tool_call_parser": "hermes",
-            },
-        },
-    }
-    if placement is not None:
-        app["args"]["placement"] = placement
-    return app
-
-
-@dataclass(frozen=True)
-class Stack:
-    """The deployed test stack: base URLs and model names."""
-
-    base_url: str  # SmolLM2's own routes (the tests expose them at /llm), ends in /v1
-    tiny_url: str  # tiny random model's own routes, ends in /v1
-    model: str
-    tiny_model: str
-    config: dict[str, Any]
-    url: str  # the gateway (the Serve endpoint's root)
-
-
-#: Replies of the scripted stand-in model (it stands in for the model's choices only).
-SCRIPT_RULES: list[dict[str, Any]] = [
-    {
-        "when": "add",
-        "steps": [
-            {"tool": "calculator", "args": {"expression": "2+3"}},
-            {"answer": "2+3={last_tool_result}"},
-        ],
-    },
-    {
-        "when": "two tools",
-        "steps": [
-            {"tool": "calculator", "args": {"expression": "6*7"}},
-            {"tool": "clock", "args": {"timezone": "UTC"}},
-            {"answer": "the clock said {last_tool_result}"},
-        ],
-    },
-    {
-        "when": "divide by zero",
-        "steps": [
-            {"tool": "calculator", "args": {"expression": "1/0"}},
-            {"answer": "the tool said: {last_tool_result}"},
-        ],
-    },
-    {
-        "when": "loop",
-        "repeat": True,
-        "steps": [
-            {"tool": "calculator", "args": {"expression": "1+1"}},
-        ],
-    },
-    {
-        "when": "tool then slow",
-        "steps": [
-            {"tool": "calculator", "args": {"expression": "1+1"}},
-            {"answer": "finally done", "delay_s": 30},
-        ],
-    },
-    {"when": "slow", "steps": [{"answer": "finally done", "delay_s": 30}]},
-    {"when": "half a second", "steps": [{"answer": "done: {user}", "delay_s": 0.5}]},
-    {"when": "six seconds", "steps": [{"answer": "done", "delay_s": 6}]},
-    {"when": "wordy", "steps": [{"answer": " ".join(["word"] * 1200)}]},
-    {"steps": [{"answer": "echo: {user}"}]},
-]
-TOOLS = ["runtime.agents.tools:calculator", "runtime.agents.tools:clock"]
-
-
-def scripted_agent(name: str, **overrides: Any) -> dict[str, Any]:
-    agent = {
-        "name": name,
-        "factory": "runtime.agents.examples:assistant",
-        "tools": TOOLS,
-        "llm": {"kind": "scripted", "rules": SCRIPT_RULES},
-        "budgets": {"max_steps": 8, "max_tokens": 1000, "max_seconds": 60},
-        "busy": "reject",
-    }
-    agent.update(overrides)
-    return agent
-
-
-SCRIPTED_AGENTS = [
-    scripted_agent("scripted"),
-    scripted_agent("scripted-queue", busy="queue"),
-    scripted_agent("scripted-interrupt", busy="interrupt"),
-    scripted_agent("scripted-quick", budgets={"max_seconds": 1}),
-]
-SESSIONS = {"lease_ttl_s": 3, "poll_interval_s": 0.1}
-ON_CPU_WORKER = {"num_cpus": 0.25, "label_selector": {"worker-kind": "cpu"}}
-PG_DSN_ENV = "RUNTIME_TEST_PG_DSN"
-QUICK = {"upscale_delay_s": 0.5, "downscale_delay_s": 3}
-#: Serve's side of an autoscaled test deployment (the runtime's policies decide).
-SCALED_1_TO_2 = {
-    "min_replicas": 1,
-    "max_replicas": 2,
-    "metrics_interval_s": 0.5,
-    "look_back_period_s": 2,
-    "upscale_delay_s": 0,
-    "downscale_delay_s": 0,
-}
-#: KV-cache target of the `kvp` app: the tiny model's tokens take 1 KiB of the CPU
-#: engine's smallest cache (1 GiB), so a few long requests hold ~0.1-0.3 % of it.
-KVP_TARGET = 0.0005
-AUTO_SCALING = {
-    **SCALED_1_TO_2,
-    "policy": {
-        "policy_function": "runtime.autoscaling:AgentPolicy",
-        "policy_kwargs": {"target_turns_per_replica": 2, **QUICK},
-    },
-}
-
-
-def tiny_llm_args(served_name: str) -> dict[str, Any]:
-    args = copy.deepcopy(tiny_app()["args"])
-    args["model"]["served_name"] = served_name
-    return args
-
-
-def llm_apps() -> list[dict[str, Any]]:
-    """An LLM scaled by KV-cache pressure alone (its queue target is out of reach)."""
-    return [
-        {
-            "name": "kvp",
-            "route_prefix": None,
-            "import_path": "runtime.apps:build_llm_app",
-            "args": tiny_llm_args("kvp-tiny"),
-            "deployments": [
-                {
-                    "name": "LLMServer",
-                    "autoscaling_config": {
-                        **SCALED_1_TO_2,
-                        "policy": {
-                            "policy_function": "runtime.autoscaling:LLMPolicy",
-                            "policy_kwargs": {
-                                "target_ongoing_per_replica": 1000,
-                                "kv_cache_target": KVP_TARGET,
-                                **QUICK,
-                            },
-                        },
-                    },
-                }
-            ],
-        }
-    ]
-
-
-def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
-    """Test applications: one replica hosting everything, and two replicas on PostgreSQL."""
-    one_store = {"kind": "sqlite", "path": str(tmp / "one.sqlite")}
-    pg_store = {"kind": "postgres", "dsn_env": PG_DSN_ENV}
-    pg_agents = [scripted_agent("scripted"), scripted_agent("scripted-queue", busy="queue")]
-    return [
-        {
-            # Scaled by runtime.autoscaling:AgentPolicy, quick knobs for the tests.
-            "name": "auto",
-            "route_prefix": None,
-            "import_path": "runtime.apps:build_agent_app",
-            "args": {
-                "agents": [scripted_agent("scripted-auto")],
-                "sessions": {
-                    **SESSIONS,
-                    "store": {"kind": "sqlite", "path": str(tmp / "auto.sqlite")},
-                },
-            },
-            "deployments": [
-                {
-                    "name": "AgentServer",
-                    "ray_actor_options": ON_CPU_WORKER,
-                    "autoscaling_config": AUTO_SCALING,
-                }
-            ],
-        },
-        {
-            # Agents with their own LLM, both scaled by one application-level policy.
-            "name": "duo",
-            "route_prefix": None,
-            "import_path": "runtime.apps:build_agent_app",
-            "args": {
-                "agents": [scripted_agent("scripted-duo")],
-                "sessions": {
-                    **SESSIONS,
-                    "store": {"kind": "sqlite", "path": str(tmp / "duo.sqlite")},
-                },
-                "llm_server": tiny_llm_args("duo-tiny"),
-            },
-            "autoscaling_policy": {
-                "policy_function": "runtime.autoscaling:AgentLLMPolicy",
-                "policy_kwargs": {
-                    "agents": {"target_turns_per_replica": 2, **QUICK},
-                    "llm": {"target_ongoing_per_replica": 4, "kv_cache_target": 1.0, **QUICK},
-                },
-            },
-            "deployments": [
-                {
-                    "name": "AgentServer",
-                    "ray_actor_options": ON_CPU_WORKER,
-                    "autoscaling_config": SCALED_1_TO_2,
-                },
-                {"name": "LLMServer", "autoscaling_config": SCALED_1_TO_2},
-            ],
-        },
-        {
-            # Serve's back-pressure: one request at a time, one waiting; more are refused.
-            "name": "narrow",
-            "route_prefix": None,
-            "import_path": "runtime.apps:build_agent_app",
-            "args": {
-                "agents": [scripted_agent("scripted-narrow")],
-                "sessions": {
-                    **SESSIONS,
-                    "store": {"kind": "sqlite", "path": str(tmp / "narrow.sqlite")},
-                },
-            },
-            "deployments": [
-                {
-                    "name": "AgentServer",
-                    "num_replicas": 1,
-                    "max_ongoing_requests": 1,
-                    "max_queued_requests": 1,
-                    "ray_actor_options": ON_CPU_WORKER,
-                }
-            ],
-        },
-        {
-            "name": "one",
-            "route_prefix": "/v1/one-agents",
-            "import_path": "runtime.apps:build_agent_app",
-            "args": {
-                "agents": [scripted_agent("scripted")],
-                "sessions": {**SESSIONS, "store": one_store},
-            },
-            "deployments": [
-                {
-                    "name": "AgentServer",
-                    "num_replicas": 1,
-                    "max_ongoing_requests": 1000,
-                    "ray_actor_options": ON_CPU_WORKER,
-                }
-            ],
-        },
-        {
-            "name": "pg",
-            "route_prefix": "/v1/pg-agents",
-            "import_path": "runtime.apps:build_agent_app",
-            "args": {
-                "agents": pg_agents,
-                "sessions": {**SESSIONS, "store": pg_store},
-            },
-            "deployments": [
-                {
-                    "name": "AgentServer",
-                    "num_replicas": 2,
-                    "ray_actor_options": {
-                        **ON_CPU_WORKER,
-                        "runtime_env": {"env_vars": {PG_DSN_ENV: pg_dsn}},
-                    },
-                }
-            ],
-        },
-    ]
+from tests.support import environment  # noqa: F401  (first: before Ray or Serve is imported)
+from tests.support.keys import PROVIDER_KEY
+from tests.support.net import free_port
+from tests.support.stack import TINY_MODEL, Stack, local_config, stack_config
 
 
 @pytest.fixture(scope="session")
@@ -422,7 +60,7 @@ def ray_cluster() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
-    from tests.servers import postgres
+    from tests.support.servers import postgres
 
     with postgres(free_port()) as dsn:
         yield dsn
@@ -430,7 +68,7 @@ def postgres_dsn() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    from tests.servers import redis
+    from tests.support.servers import redis
 
     with redis(free_port()) as url:
         yield url
@@ -439,7 +77,7 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def vllm_provider() -> Iterator[int]:
     """vLLM's own OpenAI API server (tiny model, key required): the external provider."""
-    from tests.servers import vllm_api_server
+    from tests.support.servers import vllm_api_server
 
     port = free_port()
     with vllm_api_server(port, PROVIDER_KEY):
@@ -448,8 +86,8 @@ def vllm_provider() -> Iterator[int]:
 
 @pytest.fixture(scope="session")
 def proxy(vllm_provider: int) -> Any:
-    """A fault-injecting proxy in front of the provider (tests/fault_proxy.py)."""
-    from tests.fault_proxy import FaultProxy
+    """A fault-injecting proxy in front of the provider (tests/support/fault_proxy.py)."""
+    from tests.support.fault_proxy import FaultProxy
 
     return FaultProxy(vllm_provider)
 
@@ -459,39 +97,10 @@ def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPath
     from runtime.deploy import deploy_config
 
     tmp = tmp_path_factory.mktemp("sessions")
-    local = yaml.safe_load((SERVE_CONFIGS / "local.yaml").read_text())
-    config = copy.deepcopy(local)
     port = free_port()
-    config["http_options"]["port"] = port
-    config["tracing_config"] = TRACING
-    config["applications"].append(tiny_app())
-    agents = next(a for a in config["applications"] if a["name"] == "agents")
-    agents["args"]["agents"] += SCRIPTED_AGENTS
-    agents["args"]["sessions"] = {
-        **SESSIONS,
-        "store": {"kind": "sqlite", "path": str(tmp / "agents.sqlite")},
-    }
-    agents["deployments"][0].pop("autoscaling_config", None)  # two fixed replicas
-    agents["deployments"][0]["num_replicas"] = 2
-    config["applications"] += agent_apps(tmp, postgres_dsn) + llm_apps()
-    # The shipped configs reach the LLM by handle only; the tests also check its own
-    # (vLLM's) HTTP routes, so they expose them at /llm.
-    llm = next(a for a in config["applications"] if a["name"] == "llm")
-    llm["route_prefix"] = "/llm"
-    llm["args"]["placement"] = "gpu-worker"  # `make run`'s one node runs it anywhere
-    # Cost: SmolLM2 priced by its replicas' (logical) GPU time, the tiny model per token.
-    llm["args"]["price"] = SMOL_GPU_PRICE
-    gateway = next(a for a in config["applications"] if a["name"] == "gateway")
-    gateway["args"]["models"].append({"name": TINY_MODEL, "app": "tiny", "price": TINY_PRICE})
-    gateway["args"]["scenarios"] = ["support"]
-    gateway["args"]["telemetry"] = {"redact_patterns": [REDACT_PATTERN]}
-    planner = next(a for a in agents["args"]["agents"] if a["name"] == "planner")
-    planner["scenario"] = "support"
-    gateway["args"]["auth"]["keys"] = GATEWAY_KEYS
-    gateway["args"]["rate_limits"] = GATEWAY_LIMITS
-    gateway["args"]["agent_apps"].append("narrow")
+    config = stack_config(port, tmp, postgres_dsn)
     deploy_config(config, source="local.yaml + test apps", timeout_s=900)
-    smol = next(a for a in local["applications"] if a["name"] == "llm")
+    smol = next(a for a in local_config()["applications"] if a["name"] == "llm")
     return Stack(
         base_url=f"http://127.0.0.1:{port}/llm/v1",
         tiny_url=f"http://127.0.0.1:{port}/tiny/v1",

@@ -13,7 +13,7 @@ from runtime.agents.chat_model import ServeChatModel
 from runtime.agents.errors import ModelCallError
 from runtime.agents.tools import calculator
 from runtime.config.agents import ServeLLM
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 
 def _model(app: str, model: str, **kw: Any) -> ServeChatModel:

@@ -10,7 +10,7 @@ import yaml
 
 from runtime.config import ConfigError, check_serve_config
 from runtime.config.agents import AgentAppConfig, ScriptedLLM, ServeLLM
-from tests.conftest import SERVE_CONFIGS
+from tests.support.paths import SERVE_CONFIGS
 
 
 def _args(**agent: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from runtime.agents.errors import (
 )
 from runtime.agents.service import INTERRUPTED_TOOL, AgentService
 from runtime.config.agents import AgentAppConfig
-from tests.conftest import scripted_agent
+from tests.support.stack import scripted_agent
 
 T = TypeVar("T")
 

@@ -11,8 +11,9 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.agent_helpers import wait_for
-from tests.conftest import API_KEY, KEY_B, Stack
+from tests.support.keys import API_KEY, KEY_B
+from tests.support.polling import wait_for
+from tests.support.stack import Stack
 
 
 def _client(stack: Stack, key: str) -> httpx.Client:

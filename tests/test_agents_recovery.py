@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 import runtime
-from tests.agent_helpers import kill_replicas, replicas, wait_for
-from tests.conftest import Stack
+from tests.support.agent_helpers import kill_replicas, replicas
+from tests.support.polling import wait_for
+from tests.support.stack import Stack
 
 
 def test_placement_by_worker_kind(stack: Stack, ray_cluster: Any) -> None:
@@ -61,14 +62,15 @@ def test_real_model_session_survives_its_replicas(stack: Stack) -> None:
     # The interrupted turn's lease lapses (3 s in the tests); the next turn waits for
     # the replacement replicas and runs on one of them, from the last checkpoint.
     wait_for(lambda: len(replicas("agents")) == 2, timeout_s=60, what="new replicas")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            third = session.invoke("And what river flows through it?")
-            break
-        except runtime.SessionBusyError:  # planner's policy is reject
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
+    turns: list[Any] = []
+
+    def third_turn() -> bool:
+        turns.append(session.invoke("And what river flows through it?"))
+        return True
+
+    # planner's policy is reject: busy until the lease lapses
+    wait_for(third_turn, 30, "the third turn", 0.5, retry=runtime.SessionBusyError)
+    (third,) = turns
     assert third.answer
     history = session.history()
     assert history[0].content == "What is the capital of France?"

@@ -16,8 +16,9 @@ import pytest
 
 import runtime
 from runtime import Session
-from tests.agent_helpers import wait_for
-from tests.conftest import API_KEY, KEY_B, Stack
+from tests.support.keys import API_KEY, KEY_B
+from tests.support.polling import wait_for
+from tests.support.stack import Stack
 
 
 @pytest.fixture(params=["handle", "http"])

@@ -9,8 +9,11 @@ import threading
 from typing import Any
 
 import runtime
-from tests.agent_helpers import wait_for
-from tests.conftest import Stack
+from tests.support.polling import wait_for
+from tests.support.stack import Stack
+
+#: How often the tests look at Serve's replica states.
+POLL_S = 0.2
 
 
 def _replicas(app: str, deployment: str = "AgentServer") -> tuple[int, int]:
@@ -19,10 +22,6 @@ def _replicas(app: str, deployment: str = "AgentServer") -> tuple[int, int]:
 
     states = serve.status().applications[app].deployments[deployment].replica_states
     return states.get("RUNNING", 0), sum(states.values())
-
-
-def _wait_for(condition: Any, timeout_s: float, what: str) -> float:
-    return wait_for(condition, timeout_s, what, interval_s=0.2)
 
 
 class Load:
@@ -72,13 +71,13 @@ def test_agents_scale_up_with_turns_and_back_down(stack: Stack) -> None:
     load = turns("auto", "scripted-auto", clients=6)
     try:
         # 6 turns in flight, 2 per replica wanted, max 2 replicas: a second one starts.
-        up = _wait_for(lambda: _replicas("auto")[1] == 2, 20, "scale up")
-        _wait_for(lambda: _replicas("auto")[0] == 2, 90, "the new replica running")
+        up = wait_for(lambda: _replicas("auto")[1] == 2, 20, "scale up", POLL_S)
+        wait_for(lambda: _replicas("auto")[0] == 2, 90, "the new replica running", POLL_S)
     finally:
         answers = load.stop()
     assert answers and set(answers) == {"done"}
     # Idle: back to one after the down delay (3 s) and the metrics' look-back.
-    down = _wait_for(lambda: _replicas("auto") == (1, 1), 60, "scale down")
+    down = wait_for(lambda: _replicas("auto") == (1, 1), 60, "scale down", POLL_S)
     assert up < 6 and down > 2
 
 
@@ -99,31 +98,31 @@ def test_llm_scales_ahead_of_its_agents_backlog(stack: Stack) -> None:
     assert _replicas("duo", "LLMServer") == (1, 1) and _replicas("duo") == (1, 1)
     load = turns("duo", "scripted-duo", clients=6)
     try:
-        _wait_for(lambda: _replicas("duo", "LLMServer")[1] == 2, 20, "the LLM scales up")
-        _wait_for(lambda: _replicas("duo")[1] == 2, 20, "the agents scale up")
-        _wait_for(lambda: _replicas("duo", "LLMServer")[0] == 2, 120, "the new LLM replica")
+        wait_for(lambda: _replicas("duo", "LLMServer")[1] == 2, 20, "the LLM scales up", POLL_S)
+        wait_for(lambda: _replicas("duo")[1] == 2, 20, "the agents scale up", POLL_S)
+        wait_for(lambda: _replicas("duo", "LLMServer")[0] == 2, 120, "the new LLM replica", POLL_S)
     finally:
         answers = load.stop()
     assert answers and set(answers) == {"done"}
-    _wait_for(lambda: _replicas("duo", "LLMServer") == (1, 1), 60, "the LLM scales down")
-    _wait_for(lambda: _replicas("duo") == (1, 1), 60, "the agents scale down")
+    wait_for(lambda: _replicas("duo", "LLMServer") == (1, 1), 60, "the LLM scales down", POLL_S)
+    wait_for(lambda: _replicas("duo") == (1, 1), 60, "the agents scale down", POLL_S)
 
 
 def test_llm_scales_on_its_engine_queue(stack: Stack) -> None:
     """The `duo` LLM under load of its own: 12 clients, 4 sequences per replica wanted."""
     from ray import serve
 
-    _wait_for(lambda: _replicas("duo", "LLMServer") == (1, 1), 60, "one LLM replica")
+    wait_for(lambda: _replicas("duo", "LLMServer") == (1, 1), 60, "one LLM replica", POLL_S)
     handle = serve.get_deployment_handle("LLMServer", app_name="duo")
     body = _tiny_chat("duo-tiny", "Count to a hundred.", max_tokens=200)
     load = Load(lambda: handle.chat.remote(body).result(), clients=12)
     try:
-        _wait_for(lambda: _replicas("duo", "LLMServer")[1] == 2, 30, "the LLM scales up")
-        _wait_for(lambda: _replicas("duo", "LLMServer")[0] == 2, 120, "the new LLM replica")
+        wait_for(lambda: _replicas("duo", "LLMServer")[1] == 2, 30, "the LLM scales up", POLL_S)
+        wait_for(lambda: _replicas("duo", "LLMServer")[0] == 2, 120, "the new LLM replica", POLL_S)
     finally:
         replies = load.stop()
     assert replies and all(r["usage"]["completion_tokens"] == 200 for r in replies)
-    _wait_for(lambda: _replicas("duo", "LLMServer") == (1, 1), 60, "the LLM scales down")
+    wait_for(lambda: _replicas("duo", "LLMServer") == (1, 1), 60, "the LLM scales down", POLL_S)
     assert _replicas("duo") == (1, 1)  # the agents had no turns: they did not move
 
 
@@ -133,7 +132,7 @@ def test_kv_cache_pressure_alone_scales_the_llm(stack: Stack) -> None:
     from ray import serve
 
     from runtime import autoscaling
-    from tests.conftest import KVP_TARGET
+    from tests.support.stack import KVP_TARGET
 
     assert _replicas("kvp", "LLMServer") == (1, 1)
     handle = serve.get_deployment_handle("LLMServer", app_name="kvp")
@@ -148,8 +147,8 @@ def test_kv_cache_pressure_alone_scales_the_llm(stack: Stack) -> None:
 
     load = Load(call, clients=3)
     try:
-        _wait_for(lambda: _replicas("kvp", "LLMServer")[1] == 2, 30, "the LLM scales up")
+        wait_for(lambda: _replicas("kvp", "LLMServer")[1] == 2, 30, "the LLM scales up", POLL_S)
     finally:
         load.stop()
     assert peak[0] > KVP_TARGET  # the engine's own figure went over the target
-    _wait_for(lambda: _replicas("kvp", "LLMServer") == (1, 1), 60, "the LLM scales down")
+    wait_for(lambda: _replicas("kvp", "LLMServer") == (1, 1), 60, "the LLM scales down", POLL_S)

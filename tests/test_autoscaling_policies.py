@@ -307,7 +307,7 @@ def test_serve_config_check_of_the_policies() -> None:
     import yaml
 
     from runtime.config import ConfigError, check_serve_config
-    from tests.conftest import SERVE_CONFIGS
+    from tests.support.paths import SERVE_CONFIGS
 
     config = yaml.safe_load((SERVE_CONFIGS / "local.yaml").read_text())
     agents = next(x for x in config["applications"] if x["name"] == "agents")
@@ -325,7 +325,8 @@ def _duo_config() -> dict[str, Any]:
     """local.yaml plus the test cluster's `duo` application (agents with their own LLM)."""
     import yaml
 
-    from tests.conftest import SERVE_CONFIGS, agent_apps
+    from tests.support.paths import SERVE_CONFIGS
+    from tests.support.stack import agent_apps
 
     config = yaml.safe_load((SERVE_CONFIGS / "local.yaml").read_text())
     duo_app = next(x for x in agent_apps(Path("/tmp"), "") if x["name"] == "duo")

@@ -1,6 +1,7 @@
 """Cluster autoscaling: pending replicas make Ray's autoscaler (v2, fake multi-node
-provider) add a worker of the right group, and idle workers go (tests/cluster_autoscaler.py,
-in its own process: it runs a second Ray cluster beside the session's)."""
+provider) add a worker of the right group, and idle workers go
+(tests/support/cluster_autoscaler.py, in its own process: it runs a second Ray cluster
+beside the session's)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.cluster
 
 
 def test_autoscaler_adds_workers_by_group_and_removes_idle_ones() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tests.cluster_autoscaler", "--idle-timeout-s", "6"],
+        [sys.executable, "-m", "tests.support.cluster_autoscaler", "--idle-timeout-s", "6"],
         cwd=REPO,
         capture_output=True,
         text=True,

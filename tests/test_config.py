@@ -12,8 +12,8 @@ from ray.serve.schema import ServeDeploySchema
 from runtime.cli import main as cli_main
 from runtime.config import ConfigError, LLMAppConfig, check_serve_config, load_serve_config
 from runtime.config.serve_file import APP_ARGS_MODELS
-
-from .conftest import SERVE_CONFIGS, tiny_app
+from tests.support.paths import SERVE_CONFIGS
+from tests.support.stack import tiny_app
 
 ALL_CONFIGS = sorted(SERVE_CONFIGS.glob("*.yaml"))
 

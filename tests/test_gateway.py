@@ -7,7 +7,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import API_KEY, KEY_B, KEY_REVOKED, KEY_SCOPED, TINY_MODEL, Stack
+from tests.support.keys import API_KEY, KEY_B, KEY_REVOKED, KEY_SCOPED
+from tests.support.stack import TINY_MODEL, Stack
 
 
 def _openai(stack: Stack, key: str) -> openai.OpenAI:

@@ -1,6 +1,6 @@
-"""JWT bearer tokens (``runtime.gateway.auth.JwtVerifier``): real RS256/ES256 keys made
-here, the issuer's JWKS from a file and from an HTTP server on loopback. Through the
-running gateway: tests/test_gateway_routing.py."""
+"""JWT bearer tokens (``runtime.gateway.auth.JwtVerifier``): real RS256/ES256 keys (the
+test issuer of tests/support/issuer.py), the issuer's JWKS from a file and from an HTTP
+server on loopback. Through the running gateway: tests/test_gateway_routing.py."""
 
 from __future__ import annotations
 
@@ -14,52 +14,11 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from runtime.config.gateway import AuthConfig, JwtConfig
 from runtime.gateway.auth import Authenticator, AuthError, JwtVerifier, key_hash, new_key
-
-ISSUER = "https://idp.example.test/"
-AUDIENCE = "agent-runtime"
-
-
-class Issuer:
-    """An identity provider: signing keys and their JWKS."""
-
-    def __init__(self) -> None:
-        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.ec = ec.generate_private_key(ec.SECP256R1())
-
-    def jwks(self) -> dict[str, Any]:
-        keys = []
-        for kid, key, alg in (("r1", self.rsa, "RS256"), ("e1", self.ec, "ES256")):
-            jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key.public_key()))
-            keys.append({**jwk, "kid": kid, "alg": alg, "use": "sig"})
-        return {"keys": keys}
-
-    def token(self, kid: str = "r1", key: Any = None, alg: str | None = None, **claims: Any) -> str:
-        now = int(time.time())
-        payload = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "sub": "user-1",
-            "tenant": "acme",
-            "iat": now,
-            "exp": now + 300,
-            **claims,
-        }
-        payload = {k: v for k, v in payload.items() if v is not None}
-        signing = key or (self.rsa if kid == "r1" else self.ec)
-        algorithm = alg or ("RS256" if kid == "r1" else "ES256")
-        return jwt.encode(payload, signing, algorithm=algorithm, headers={"kid": kid})
-
-
-ISSUER_KEYS = Issuer()
-
-
-def write_jwks(path: Path) -> Path:
-    path.write_text(json.dumps(ISSUER_KEYS.jwks()))
-    return path
+from tests.support.issuer import AUDIENCE, ISSUER, ISSUER_KEYS, write_jwks
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from runtime.config.gateway import GatewayAppConfig, RateLimitConfig
 from runtime.gateway.ratelimit import Limiter, LimiterUnavailableError, RateLimitedError
-from tests.conftest import free_port
+from tests.support.net import free_port
 
 
 def _limits(**data: Any) -> RateLimitConfig:

@@ -2,7 +2,7 @@
 
 A second gateway (``gw2``, two replicas, counters in a real Redis on loopback) routes
 to the self-hosted tiny model and to an external provider played by vLLM's own OpenAI
-server behind a fault-injecting proxy (tests/fault_proxy.py), with fallbacks both ways.
+server behind a fault-injecting proxy (tests/support/fault_proxy.py), with fallbacks both ways.
 The main gateway (memory counters) answers the concurrency, request and token limits,
 the official `openai` client and LangChain's `ChatOpenAI`, and a schemathesis run.
 """
@@ -24,21 +24,18 @@ import pytest
 
 import runtime
 from runtime.gateway.auth import key_hash, new_key
-from tests.conftest import (
+from tests.support.issuer import AUDIENCE, ISSUER, ISSUER_KEYS, write_jwks
+from tests.support.keys import (
     API_KEY,
     KEY_FEW_TOKENS,
     KEY_ONE_AT_A_TIME,
     KEY_THREE_PER_MINUTE,
-    ON_CPU_WORKER,
     PROVIDER_KEY,
     PROVIDER_KEY_ENV,
-    REPO,
-    TINY_MODEL,
-    Stack,
-    free_port,
-    tiny_app,
 )
-from tests.test_gateway_jwt import AUDIENCE, ISSUER, ISSUER_KEYS, write_jwks
+from tests.support.net import free_port
+from tests.support.paths import REPO
+from tests.support.stack import ON_CPU_WORKER, TINY_MODEL, Stack, tiny_app
 
 REDIS_ENV = "RUNTIME_TEST_REDIS_URL"
 KEY_LIMITED = new_key()  # tenant-r: six requests per minute, counted in Redis

@@ -22,7 +22,7 @@ import yaml
 from runtime import kuberay
 from runtime.config.placement import WORKER_KIND
 from runtime.config.serve_file import check_serve_config
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 ENVIRONMENTS = ["staging", "prod"]
 K8S_VERSION = "1.37.0"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
-import time
+from typing import Any
 
 import httpx
 import pytest
 from ray import serve
 
-from .conftest import TINY_MAX_MODEL_LEN, Stack
+from tests.support.polling import wait_for
+from tests.support.stack import TINY_MAX_MODEL_LEN, Stack
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +128,13 @@ def test_disconnect_mid_stream_aborts_engine_request(http: httpx.Client, stack: 
     assert b"200 OK" in received
     sock.close()  # the client goes away mid-stream
 
-    deadline = time.monotonic() + 10
-    stats = handle.engine_stats.remote().result()
-    while stats["unfinished_requests"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-        stats = handle.engine_stats.remote().result()
+    stats: dict[str, Any] = {}
+
+    def aborted() -> bool:
+        stats.update(handle.engine_stats.remote().result())
+        return not stats["unfinished_requests"]
+
+    wait_for(aborted, 10, interval_s=0.1, fail=False)
     assert stats["unfinished_requests"] == 0
     _ok(http, stack)  # the engine also runs a step, so its scheduler figures are current
     after = handle.engine_stats.remote().result()

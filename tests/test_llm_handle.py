@@ -6,8 +6,7 @@ import pytest
 from ray import serve
 
 from runtime import LLMError
-
-from .conftest import Stack
+from tests.support.stack import Stack
 
 
 @pytest.fixture(scope="module")

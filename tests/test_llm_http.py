@@ -8,7 +8,7 @@ import jsonschema
 import openai
 import pytest
 
-from .conftest import Stack
+from tests.support.stack import Stack
 
 WEATHER_TOOL = {
     "type": "function",

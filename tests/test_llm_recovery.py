@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import psutil
 
-from .conftest import Stack
+from tests.support.polling import wait_for
+from tests.support.stack import Stack
 
 
 def _replica_and_engine(app: str) -> tuple[psutil.Process, psutil.Process]:
@@ -34,16 +33,13 @@ def test_dead_engine_fails_health_check_and_replica_is_replaced(stack: Stack) ->
         assert failed.status_code >= 500
         assert "error" in failed.json()
 
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if http.post("/chat/completions", json=body).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            raise AssertionError("the app did not serve again within 180 s")
+        wait_for(
+            lambda: http.post("/chat/completions", json=body).status_code == 200,
+            180,
+            interval_s=1,
+            retry=httpx.HTTPError,
+            message="the app did not serve again within 180 s",
+        )
     new_replica, _ = _replica_and_engine("tiny")
     assert new_replica.pid != replica.pid
     gone, _alive = psutil.wait_procs([replica], timeout=60)  # the old replica exits too

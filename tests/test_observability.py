@@ -6,7 +6,6 @@ metrics through Ray) and Serve, with bounded labels only."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,15 +14,18 @@ import openai
 import pytest
 
 import runtime
-from tests.conftest import KEY_B, TINY_MODEL, Stack, free_port
+from tests.support.keys import KEY_B
+from tests.support.net import free_port
+from tests.support.polling import wait_for
+from tests.support.stack import TINY_MODEL, Stack
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @pytest.fixture(scope="module")
 def prom(ray_cluster: Any, stack: Stack) -> Iterator[str]:
-    from tests.servers import prometheus
-    from tests.test_observability_rules import RULE_FILES
+    from tests.support.observability import RULE_FILES
+    from tests.support.servers import prometheus
 
     targets = [f"127.0.0.1:{port}" for port in ray_cluster.metrics_ports]
     with prometheus(free_port(), targets, RULE_FILES) as url:
@@ -38,14 +40,15 @@ def query(url: str, promql: str) -> list[dict[str, Any]]:
 
 def eventually(url: str, promql: str, timeout_s: float = 60) -> list[dict[str, Any]]:
     """The query's series once one has a value above 0 (Ray exports every few seconds)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = query(url, promql)
-        if any(float(s["value"][1]) > 0 for s in found):
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no series with a value for {promql} in {timeout_s} s")
-        time.sleep(1)
+    found: list[dict[str, Any]] = []
+
+    def has_value() -> bool:
+        found[:] = query(url, promql)
+        return any(float(s["value"][1]) > 0 for s in found)
+
+    message = f"no series with a value for {promql} in {timeout_s} s"
+    wait_for(has_value, timeout_s, interval_s=1, message=message)
+    return found
 
 
 def test_metrics_of_every_stage_reach_prometheus(stack: Stack, prom: str) -> None:
@@ -121,7 +124,7 @@ def test_labels_are_bounded(stack: Stack, prom: str) -> None:
 
 def test_every_dashboard_and_alert_expression_runs(stack: Stack, prom: str) -> None:
     """Prometheus parses and evaluates each of them against the stack's series."""
-    from tests.test_observability_rules import alert_exprs, dashboard_exprs
+    from tests.support.observability import alert_exprs, dashboard_exprs
 
     for expr in dashboard_exprs() + alert_exprs():
         promql = expr.replace("$__rate_interval", "1m")
@@ -145,7 +148,7 @@ def _value(url: str, promql: str) -> float:
 def test_usage_and_cost_by_tenant_agent_scenario_and_model(stack: Stack, prom: str) -> None:
     """The tiny model is priced per token (its cost counted per answer); SmolLM2 per
     GPU-second of its replicas, shared out by tokens in the recording rule."""
-    from tests.conftest import TINY_PRICE
+    from tests.support.stack import TINY_PRICE
 
     client = openai.OpenAI(
         base_url=f"{stack.url}/v1",

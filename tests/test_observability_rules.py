@@ -5,17 +5,21 @@ expression against a real Prometheus scraping the local stack.)"""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import REPO
-
-OBSERVABILITY = REPO / "observability"
+from tests.support.observability import (
+    DASHBOARDS,
+    OBSERVABILITY,
+    RULE_FILES,
+    alert_exprs,
+    dashboard,
+    dashboard_exprs,
+)
+from tests.support.paths import REPO
 
 
 def promtool() -> str:
@@ -23,39 +27,6 @@ def promtool() -> str:
     if found is None:  # a failure, never a skip: `make test` installs it
         pytest.fail("promtool is not installed (Debian: apt-get install prometheus)")
     return found
-
-
-#: One dashboard per concern, by file name: its uid and its rows.
-DASHBOARDS = {
-    "overview": ("agent-runtime-overview", ["At a glance", "Gateway", "Providers"]),
-    "agents": ("agent-runtime-agents", ["Turns", "Stages and load"]),
-    "llm": ("agent-runtime-llm", ["Latency", "Capacity", "GPU time"]),
-    "cost": ("agent-runtime-cost", ["Cost (USD per hour)", "Usage"]),
-}
-RULE_FILES = [OBSERVABILITY / "alerts.yaml", OBSERVABILITY / "recording.yaml"]
-
-
-def dashboard(name: str) -> dict[str, Any]:
-    board: dict[str, Any] = json.loads((OBSERVABILITY / f"grafana/{name}.json").read_text())
-    return board
-
-
-def dashboard_exprs() -> list[str]:
-    return [
-        t["expr"]
-        for name in DASHBOARDS
-        for p in dashboard(name)["panels"]
-        for t in p.get("targets", [])
-    ]
-
-
-def alert_exprs() -> list[str]:
-    return [
-        r["expr"]
-        for path in RULE_FILES
-        for g in yaml.safe_load(path.read_text())["groups"]
-        for r in g["rules"]
-    ]
 
 
 def test_rules_are_valid() -> None:

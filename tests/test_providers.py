@@ -11,21 +11,17 @@ from typing import Any
 
 import pytest
 
-from runtime.config.providers import ProviderConfig
 from runtime.llm.errors import LLMError
 from runtime.providers.circuit import CircuitBreaker
 from runtime.providers.client import ProviderClient, ProviderUnavailableError
 from runtime.providers.fallback import FallbackChain
-from tests.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV, free_port
-from tests.fault_proxy import FaultProxy
+from tests.support.fault_proxy import FaultProxy
+from tests.support.keys import PROVIDER_KEY, PROVIDER_KEY_ENV
+from tests.support.net import free_port
+from tests.support.providers import BODY, provider_config
 
 API_KEY = PROVIDER_KEY
 KEY_ENV = PROVIDER_KEY_ENV
-BODY: dict[str, Any] = {
-    "model": "external-tiny",
-    "messages": [{"role": "user", "content": "Hello"}],
-    "max_tokens": 8,
-}
 
 # -- unit ------------------------------------------------------------------------------
 
@@ -62,22 +58,9 @@ def test_circuit_opens_probes_and_closes() -> None:
     assert breaker.state == "closed"
 
 
-def _config(port: int, **overrides: Any) -> ProviderConfig:
-    data: dict[str, Any] = {
-        "name": "upstream",
-        "base_url": f"http://127.0.0.1:{port}/v1",
-        "api_key_env": KEY_ENV,
-        "models": {"external-tiny": "tiny-random"},
-        "timeouts": {"connect_s": 2, "first_byte_s": 10, "total_s": 30},
-        "retries": {"max_attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.05},
-    }
-    data.update(overrides)
-    return ProviderConfig.model_validate(data)
-
-
 def test_backoff_is_exponential_jittered_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, API_KEY)
-    config = _config(1, retries={"backoff_initial_s": 0.5, "backoff_max_s": 3})
+    config = provider_config(1, retries={"backoff_initial_s": 0.5, "backoff_max_s": 3})
     client = ProviderClient(config, jitter=lambda: 1.0)
     assert [client._backoff(n, None) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     assert client._backoff(1, 2.5) == 2.5  # Retry-After is honoured ...
@@ -90,11 +73,11 @@ def test_backoff_is_exponential_jittered_and_capped(monkeypatch: pytest.MonkeyPa
 
 def test_config_errors() -> None:
     with pytest.raises(ValueError, match="backoff_max_s"):
-        _config(1, retries={"backoff_initial_s": 2, "backoff_max_s": 1})
+        provider_config(1, retries={"backoff_initial_s": 2, "backoff_max_s": 1})
     with pytest.raises(ValueError, match="base_url"):
-        _config(1, base_url="ftp://x")
+        provider_config(1, base_url="ftp://x")
     with pytest.raises(ValueError, match="Extra inputs"):
-        _config(1, api_key="sk-in-the-config")
+        provider_config(1, api_key="sk-in-the-config")
 
 
 # -- against a real vLLM server --------------------------------------------------------
@@ -123,7 +106,7 @@ async def _collect(stream: Any) -> list[dict[str, Any]]:
 
 
 def test_chat_passes_through_with_the_clients_model_name(faults: FaultProxy) -> None:
-    client = ProviderClient(_config(faults.port))
+    client = ProviderClient(provider_config(faults.port))
     reply = _run(client, client.chat(BODY))
     assert reply["model"] == "external-tiny"
     assert reply["choices"][0]["message"]["role"] == "assistant"
@@ -132,7 +115,7 @@ def test_chat_passes_through_with_the_clients_model_name(faults: FaultProxy) -> 
 
 
 def test_stream_passes_through(faults: FaultProxy) -> None:
-    client = ProviderClient(_config(faults.port))
+    client = ProviderClient(provider_config(faults.port))
     chunks = _run(client, _collect(client.chat_stream({**BODY, "ignore_eos": True})))
     assert all(c["model"] == "external-tiny" for c in chunks)
     assert chunks[-1]["usage"]["completion_tokens"] == 8  # include_usage by default
@@ -144,7 +127,7 @@ def test_stream_passes_through(faults: FaultProxy) -> None:
 @pytest.mark.parametrize("fault", ["500", "429", "drop"])
 def test_retryable_failures_are_retried(faults: FaultProxy, fault: str) -> None:
     faults.plan(fault, fault)
-    client = ProviderClient(_config(faults.port))
+    client = ProviderClient(provider_config(faults.port))
     reply = _run(client, client.chat(BODY))
     assert reply["choices"] and faults.connections == 3
     assert client.breaker.state == "closed"
@@ -154,7 +137,7 @@ def test_slow_answers_time_out_and_give_up(
     faults: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     faults.plan("delay:3", "delay:3")
-    config = _config(faults.port, retries={"max_attempts": 2, "backoff_initial_s": 0.01})
+    config = provider_config(faults.port, retries={"max_attempts": 2, "backoff_initial_s": 0.01})
     config = config.model_copy(
         update={"timeouts": config.timeouts.model_copy(update={"first_byte_s": 0.5})}
     )
@@ -169,7 +152,7 @@ def test_slow_answers_time_out_and_give_up(
 
 
 def test_a_bad_request_is_not_retried(faults: FaultProxy) -> None:
-    client = ProviderClient(_config(faults.port))
+    client = ProviderClient(provider_config(faults.port))
     with pytest.raises(LLMError) as err:
         _run(client, client.chat({**BODY, "max_tokens": -1}))
     assert err.value.status_code == 400 and not isinstance(err.value, ProviderUnavailableError)
@@ -181,7 +164,7 @@ def test_a_wrong_key_is_a_401_that_does_not_echo_it(
 ) -> None:
     wrong = "sk-wrong-" + secrets.token_hex(12)
     monkeypatch.setenv(KEY_ENV, wrong)
-    client = ProviderClient(_config(faults.port))
+    client = ProviderClient(provider_config(faults.port))
     with pytest.raises(LLMError) as err:
         _run(client, client.chat(BODY))
     assert err.value.status_code == 401 and faults.connections == 1
@@ -192,7 +175,7 @@ def test_a_wrong_key_is_a_401_that_does_not_echo_it(
 def test_the_circuit_opens_fails_fast_then_recovers(faults: FaultProxy) -> None:
     faults.plan("500", "500")
     client = ProviderClient(
-        _config(
+        provider_config(
             faults.port,
             retries={"max_attempts": 1},
             circuit={"failure_threshold": 2, "open_s": 0.5},
@@ -216,14 +199,14 @@ def test_the_circuit_opens_fails_fast_then_recovers(faults: FaultProxy) -> None:
 
 def test_a_stream_is_retried_before_its_first_chunk(faults: FaultProxy) -> None:
     faults.plan("500")
-    client = ProviderClient(_config(faults.port))
+    client = ProviderClient(provider_config(faults.port))
     chunks = _run(client, _collect(client.chat_stream(BODY)))
     assert chunks and faults.connections == 2
 
 
 def test_a_stream_cut_off_midway_is_not_retried(faults: FaultProxy) -> None:
     faults.plan("cut:900")
-    client = ProviderClient(_config(faults.port))
+    client = ProviderClient(provider_config(faults.port))
     received: list[dict[str, Any]] = []
 
     async def main() -> None:
@@ -236,8 +219,8 @@ def test_a_stream_cut_off_midway_is_not_retried(faults: FaultProxy) -> None:
 
 
 def test_fallback_to_the_next_provider(faults: FaultProxy) -> None:
-    dead = ProviderClient(_config(free_port(), name="dead", retries={"max_attempts": 2}))
-    good = ProviderClient(_config(faults.port, name="good"))
+    dead = ProviderClient(provider_config(free_port(), name="dead", retries={"max_attempts": 2}))
+    good = ProviderClient(provider_config(faults.port, name="good"))
     chain = FallbackChain([dead, good])
 
     async def main() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -257,8 +240,8 @@ def test_fallback_to_the_next_provider(faults: FaultProxy) -> None:
 
 
 def test_no_fallback_on_a_bad_request(faults: FaultProxy) -> None:
-    first = ProviderClient(_config(faults.port, name="first"))
-    second = ProviderClient(_config(free_port(), name="second"))
+    first = ProviderClient(provider_config(faults.port, name="first"))
+    second = ProviderClient(provider_config(free_port(), name="second"))
     chain = FallbackChain([first, second])
     with pytest.raises(LLMError) as err:
         asyncio.run(chain.chat({**BODY, "max_tokens": -1}))
@@ -270,7 +253,7 @@ def test_every_target_down(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, API_KEY)
     chain = FallbackChain(
         [
-            ProviderClient(_config(free_port(), name=n, retries={"max_attempts": 1}))
+            ProviderClient(provider_config(free_port(), name=n, retries={"max_attempts": 1}))
             for n in ("a", "b")
         ]
     )

@@ -18,7 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, SPANS, Stack
+from tests.support.environment import SPANS
+from tests.support.keys import API_KEY
+from tests.support.stack import Stack
 
 SEED = secrets.token_hex(6)
 KEY = f"sk-proj-{SEED}{secrets.token_hex(12)}"

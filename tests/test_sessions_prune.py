@@ -8,71 +8,14 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from runtime.agents.store import SessionStore, open_store
+from runtime.agents.store import open_store
 from runtime.config.agents import PostgresStore, SqliteStore
-from tests.conftest import REPO
-
-DAY = 86400.0
-
-
-async def seed(store: SessionStore) -> None:
-    """old (40 days idle), old-running (40 days, a live turn), recent (1 day)."""
-    from langgraph.checkpoint.base import empty_checkpoint
-
-    now = time.time()
-    for sid, age in (("old", 40), ("old-running", 40), ("recent", 1)):
-        await store.create(sid, "assistant", "t")
-        await store.checkpointer.aput(cfg(sid), empty_checkpoint(), {}, {})
-        await store._execute(
-            "UPDATE runtime_sessions SET updated_at = ? WHERE id = ?", (now - age * DAY, sid)
-        )
-    assert await store.acquire("old-running", "run-1", ttl_s=600)
-    await store._execute(
-        "UPDATE runtime_sessions SET updated_at = ? WHERE id = ?", (now - 40 * DAY, "old-running")
-    )
-
-
-def cfg(session_id: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": session_id, "checkpoint_ns": ""}}
-
-
-async def state(store: SessionStore) -> dict[str, tuple[bool, bool]]:
-    """Session id -> (row present, checkpoint present)."""
-    return {
-        sid: (
-            await store.get(sid) is not None,
-            await store.checkpointer.aget_tuple(cfg(sid)) is not None,
-        )
-        for sid in ("old", "old-running", "recent")
-    }
-
-
-async def scenario(config: Any) -> None:
-    store = await open_store(config)
-    try:
-        await seed(store)
-        before = await state(store)
-        assert before == {"old": (True, True), "old-running": (True, True), "recent": (True, True)}
-        idle_before = time.time() - 30 * DAY
-        assert await store.prune(idle_before, dry_run=True) == ["old"]
-        assert await state(store) == before
-        assert await store.prune(idle_before) == ["old"]
-        assert await state(store) == {
-            "old": (False, False),
-            "old-running": (True, True),
-            "recent": (True, True),
-        }
-        # The turn ends: the session is idle again, but used just now.
-        await store.release("old-running", "run-1")
-        assert await store.prune(idle_before) == []
-    finally:
-        await store.close()
+from tests.support.paths import REPO
+from tests.support.prune import scenario, seed
 
 
 def test_prune_on_sqlite(tmp_path: Path) -> None:

@@ -8,14 +8,11 @@ import asyncio
 import io
 import logging
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from runtime.agents.errors import InvalidInputError
@@ -26,26 +23,16 @@ from runtime.config.serve_file import check_serve_config
 from runtime.llm.errors import LLMError
 from runtime.telemetry import logs, tracing
 from runtime.telemetry.redact import MASK, Redactor, content, secret_values
-from tests.conftest import scripted_agent
+from tests.support.spans import fresh as fresh_spans
+from tests.support.stack import scripted_agent
 
 KEY = "sk-proj-" + secrets.token_hex(16)
 
 
-@pytest.fixture(scope="module")
-def exported() -> Iterator[InMemorySpanExporter]:
-    """This process's spans, through the runtime's redacting exporter, in memory."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(tracing.RedactingExporter(memory)))
-    trace.set_tracer_provider(provider)  # once per process: the first one stays
-    assert trace.get_tracer_provider() is provider, "another test set a tracer provider"
-    yield memory
-
-
 @pytest.fixture
-def spans(exported: InMemorySpanExporter) -> InMemorySpanExporter:
-    exported.clear()
-    return exported
+def spans() -> InMemorySpanExporter:
+    """This process's spans in memory (tests/support/spans.py), none of earlier tests'."""
+    return fresh_spans()
 
 
 # -- the redactor ---------------------------------------------------------------------
@@ -289,7 +276,7 @@ def test_each_provider_attempt_sends_its_trace_context(proxy: Any, spans: Any) -
     """A failed attempt and its retry: each request carries its own attempt's span."""
     from runtime.config.providers import ProviderConfig
     from runtime.providers.client import ProviderClient
-    from tests.conftest import PROVIDER_KEY, PROVIDER_KEY_ENV
+    from tests.support.keys import PROVIDER_KEY, PROVIDER_KEY_ENV
 
     config = ProviderConfig.model_validate(
         {

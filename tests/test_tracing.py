@@ -2,19 +2,20 @@
 through Serve's proxy, the gateway, the agent's turn, its LLM calls, tools and
 checkpoints, and the model's replica. Every replica exports its spans with the
 runtime's OTLP exporter (the stack's serve config turns tracing on) to the in-memory
-receiver of tests/otlp.py."""
+receiver of tests/support/otlp.py."""
 
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, SPANS, Stack
-from tests.otlp import Span
+from tests.support.environment import SPANS
+from tests.support.keys import API_KEY
+from tests.support.otlp import Span
+from tests.support.stack import Stack
 
 
 def _traceparent() -> tuple[str, str, dict[str, str]]:
@@ -127,10 +128,8 @@ def test_an_agents_llm_call_reaches_the_model_replica_in_the_same_trace(
     _turn(client, "planner", "Say hello.", headers)
     names = {"agent.turn", "llm.call", "replica_handle_request LLMServer chat"}
     spans = SPANS.wait_for(trace_id, names)
-    deadline = time.monotonic() + 15  # each replica sends its batches on its own schedule
-    while time.monotonic() < deadline and not _complete(spans):
-        time.sleep(0.5)
-        spans = SPANS.trace(trace_id)
+    if not _complete(spans):  # each replica sends its batches on its own schedule
+        spans = SPANS.wait_until(trace_id, _complete, timeout_s=15)
     (turn,) = _named(spans, "agent.turn")
     calls = _named(spans, "llm.call")  # the planner's graph calls its model more than once
     routed = _named(spans, "replica_handle_request Gateway llm")

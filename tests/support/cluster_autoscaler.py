@@ -17,7 +17,7 @@ fake provider's class as an ``external`` provider, starts the head with ``ray st
 --block`` on a free port, and on exit kills only the processes of its own cluster
 (those that name its GCS address).
 
-    python -m tests.cluster_autoscaler [--idle-timeout-s 6]
+    python -m tests.support.cluster_autoscaler [--idle-timeout-s 6]
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.net import free_port
+from tests.support.paths import REPO
+from tests.support.polling import wait_for
+
 FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
 
 
@@ -117,14 +120,6 @@ def serve_config(http_port: int, sessions: Path) -> dict[str, Any]:
     }
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def kill_cluster(gcs_address: str, head: subprocess.Popen[bytes]) -> None:
     """Stop this cluster's processes only: the head's, then any that name its GCS."""
     import psutil
@@ -161,7 +156,7 @@ def scenario(gcs_address: str, idle_timeout_s: float) -> dict[str, Any]:
     from ray import serve
 
     from runtime.deploy import deploy_config
-    from tests.agent_helpers import replicas, wait_for
+    from tests.support.agent_helpers import replicas
 
     ray.init(address=gcs_address, log_to_driver=False)
     seen: dict[str, Any] = {"workers_before": worker_nodes()}
@@ -227,8 +222,6 @@ def main() -> int:
     os.environ["RAY_AUTH_MODE"] = "disabled"
     result: dict[str, Any] = {}
     try:
-        from tests.agent_helpers import wait_for
-
         wait_for(lambda: _gcs_up(gcs_address), 60, "the head", interval_s=0.5)
         result = scenario(gcs_address, ns.idle_timeout_s)
         result["ok"] = result["workers_serving"] == {"cpu": 1, "gpu": 1} and result["placed"] == {

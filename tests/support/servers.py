@@ -9,12 +9,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.support.polling import wait_for
 
 
 def _missing(what: str, package: str = "postgresql") -> None:
@@ -105,17 +106,12 @@ def redis(port: int) -> Iterator[str]:
 def _wait_for_redis(url: str, process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
     import redis as redis_client
 
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"redis-server exited with {process.returncode}")
-        try:
-            redis_client.Redis.from_url(url, socket_timeout=1).ping()
-            return
-        except redis_client.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+        return bool(redis_client.Redis.from_url(url, socket_timeout=1).ping())
+
+    wait_for(answers, timeout_s, f"Redis at {url}", 0.1, retry=redis_client.ConnectionError)
 
 
 @contextmanager
@@ -141,15 +137,11 @@ def vllm_api_server(port: int, api_key: str) -> Iterator[str]:
 def _wait_for_postgres(dsn: str, timeout_s: float = 30) -> None:
     import psycopg
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with psycopg.connect(dsn, connect_timeout=2):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    def answers() -> bool:
+        with psycopg.connect(dsn, connect_timeout=2):
+            return True
+
+    wait_for(answers, timeout_s, f"PostgreSQL at {dsn}", 0.2, retry=psycopg.OperationalError)
 
 
 @contextmanager
@@ -182,19 +174,20 @@ def prometheus(port: int, targets: list[str], rule_files: list[Path] = ()) -> It
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"prometheus exited: {(root / 'log').read_text()[-2000:]}")
+        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(root / 'log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("prometheus did not get ready in 30 s")
-            time.sleep(0.2)
+        wait_for(
+            ready,
+            30,
+            interval_s=0.2,
+            retry=httpx.TransportError,
+            message="prometheus did not get ready in 30 s",
+        )
         yield url
     finally:
         process.terminate()

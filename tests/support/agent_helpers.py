@@ -1,9 +1,7 @@
-"""Helpers of the agent tests: SDK clients over both transports, replica actors."""
+"""Replica actors of a deployment on the test cluster: where they run, and killing them."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -35,15 +33,3 @@ def kill_replicas(app: str) -> int:
         ray.kill(ray.get_actor(replica.name, namespace="serve"), no_restart=True)
         killed += 1
     return killed
-
-
-def wait_for(
-    predicate: Callable[[], bool], timeout_s: float = 30, what: str = "", interval_s: float = 0.05
-) -> float:
-    """Poll until ``predicate()`` holds; the seconds it took."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
-    return time.monotonic() - started

@@ -8,7 +8,7 @@ would to an OpenTelemetry Collector, and tests query them by trace.
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,6 +18,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+from tests.support.polling import wait_for
 
 
 @dataclass
@@ -110,10 +112,20 @@ class SpanReceiver:
         return [s for s in self.all() if s.trace_id == trace_id]
 
     def wait_for(self, trace_id: str, names: set[str], timeout_s: float = 60) -> list[Span]:
-        """The trace's spans once every name in ``names`` has arrived."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            spans = self.trace(trace_id)
-            if names <= {s.name for s in spans} or time.monotonic() > deadline:
-                return spans
-            time.sleep(0.5)
+        """The trace's spans once every name in ``names`` has arrived (or as they are after
+        ``timeout_s``)."""
+        return self.wait_until(trace_id, lambda spans: names <= {s.name for s in spans}, timeout_s)
+
+    def wait_until(
+        self, trace_id: str, done: Callable[[list[Span]], bool], timeout_s: float = 60
+    ) -> list[Span]:
+        """The trace's spans once ``done(spans)`` holds, or as they are after ``timeout_s``
+        (the caller's assertions say what is missing)."""
+        spans: list[Span] = []
+
+        def arrived() -> bool:
+            spans[:] = self.trace(trace_id)
+            return done(spans)
+
+        wait_for(arrived, timeout_s, interval_s=0.5, fail=False)
+        return spans
