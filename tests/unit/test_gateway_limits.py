@@ -1,6 +1,6 @@
-"""Rate limits of the gateway (``runtime.gateway.ratelimit``) in memory, and shared
-through a real Redis started here on loopback (two limiters stand for two gateway
-replicas; the cluster test with two real replicas is in test_gateway_routing.py)."""
+"""Rate limits of the gateway (``runtime.gateway.ratelimit``) in memory (shared through a
+real Redis on loopback: tests/cluster/test_gateway_limits.py; with two real replicas:
+tests/cluster/test_gateway_routing.py)."""
 
 from __future__ import annotations
 
@@ -136,30 +136,3 @@ def test_storage_url_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RUNTIME_TEST_REDIS")
     with pytest.raises(Exception, match="RUNTIME_TEST_REDIS"):
         Limiter(_limits(storage_url_env="RUNTIME_TEST_REDIS"))
-
-
-def test_redis_shares_the_limits(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RUNTIME_TEST_REDIS", redis_url)
-    shared = {"requests_per_minute": 5, "tokens_per_minute": 50}
-    limits = _limits(storage_url_env="RUNTIME_TEST_REDIS", tenants={"shared": shared})
-    one, two = Limiter(limits), Limiter(limits)  # two gateway replicas
-
-    async def main() -> list[bool]:
-        admitted = []
-        for i in range(8):
-            try:
-                await (one if i % 2 else two).admit("shared", f"k{i}")
-                admitted.append(True)
-            except RateLimitedError:
-                admitted.append(False)
-        await one.charge("other-shared", "k", 10)
-        await two.charge("shared", "k", 50)
-        with pytest.raises(RateLimitedError, match="token"):
-            await one.admit_tokens("shared")
-        return admitted
-
-    assert asyncio.run(main()) == [True] * 5 + [False] * 3
-    import redis
-
-    keys = redis.Redis.from_url(redis_url).keys("runtime*")
-    assert keys and any(b"shared" in k for k in keys)

@@ -29,7 +29,6 @@ def _metrics(port: int) -> str:
         return ""
 
 
-@pytest.mark.cluster
 def test_run_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     config = {

@@ -1,6 +1,6 @@
 """Alert rules and the Grafana dashboard, offline: `promtool check rules`, `promtool
 test rules` (each alert fires on the series that should fire it and stays quiet on
-healthy ones), and the dashboard's shape. (tests/test_observability.py runs every
+healthy ones), and the dashboard's shape. (tests/cluster/test_observability.py runs every
 expression against a real Prometheus scraping the local stack.)"""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """JWT bearer tokens (``runtime.gateway.auth.JwtVerifier``): real RS256/ES256 keys (the
 test issuer of tests/support/issuer.py), the issuer's JWKS from a file and from an HTTP
-server on loopback. Through the running gateway: tests/test_gateway_routing.py."""
+server on loopback. Through the running gateway: tests/cluster/test_gateway_routing.py."""
 
 from __future__ import annotations
 

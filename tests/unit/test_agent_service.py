@@ -180,32 +180,6 @@ def test_a_cut_off_tool_call_is_answered_before_the_next_turn(tmp_path: Path) ->
     ]
 
 
-def test_postgres_stores_open_concurrently(postgres_dsn: str) -> None:
-    """Replicas start together: the checkpointer's migrations run once, nobody deadlocks."""
-    import psycopg
-
-    from runtime.agents.store import open_store
-    from runtime.config.agents import PostgresStore
-
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS concurrent_open")
-        conn.execute("CREATE DATABASE concurrent_open")
-    config = PostgresStore(kind="postgres", dsn=postgres_dsn.rsplit("/", 1)[0] + "/concurrent_open")
-
-    async def main() -> int:
-        stores = await asyncio.wait_for(
-            asyncio.gather(*(open_store(config) for _ in range(4))), timeout=60
-        )
-        created = await stores[0].create("s1", "a", "t")
-        seen = await stores[3].get("s1")
-        for store in stores:
-            await store.close()
-        assert created is not None and seen == created
-        return len(stores)
-
-    assert asyncio.run(main()) == 4
-
-
 def test_deleting_a_session_cancels_its_turn_and_drops_its_checkpoints(tmp_path: Path) -> None:
     async def body(one: AgentService, two: AgentService) -> tuple[str, Any]:
         sid = (await one.create_session("t", "s")).id

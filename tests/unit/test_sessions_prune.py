@@ -1,6 +1,7 @@
 """The periodic clean-up (`python -m runtime sessions prune`, the cluster's RayCronJob):
 sessions idle for N days go with their checkpoints; running, recent ones stay; a dry
-run changes nothing. On SQLite, and on a real PostgreSQL started by the tests."""
+run changes nothing. On SQLite, and through the command (the scenario is in
+tests/support/prune.py; on the session's real PostgreSQL: tests/cluster/test_sessions_prune.py)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from runtime.agents.store import open_store
-from runtime.config.agents import PostgresStore, SqliteStore
+from runtime.config.agents import SqliteStore
 from tests.support.paths import REPO
 from tests.support.prune import scenario, seed
 
 
 def test_prune_on_sqlite(tmp_path: Path) -> None:
     asyncio.run(scenario(SqliteStore(kind="sqlite", path=str(tmp_path / "s.sqlite"))))
-
-
-def test_prune_on_postgres(postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import psycopg
-
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS prune_test")
-        conn.execute("CREATE DATABASE prune_test")
-    monkeypatch.setenv("PRUNE_TEST_DSN", postgres_dsn.rsplit("/", 1)[0] + "/prune_test")
-    asyncio.run(scenario(PostgresStore(kind="postgres", dsn_env="PRUNE_TEST_DSN")))
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

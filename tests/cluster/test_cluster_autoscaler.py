@@ -9,11 +9,7 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests.support.paths import REPO
-
-pytestmark = pytest.mark.cluster
 
 
 def test_autoscaler_adds_workers_by_group_and_removes_idle_ones() -> None:

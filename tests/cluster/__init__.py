@@ -1,0 +1,1 @@
+"""The cluster tier: the shared local Ray cluster (see conftest.py)."""

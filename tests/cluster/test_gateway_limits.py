@@ -1,0 +1,45 @@
+"""Rate limits of the gateway (``runtime.gateway.ratelimit``) shared through the
+session's real Redis on loopback: two limiters stand for two gateway replicas (in
+memory: tests/unit/test_gateway_limits.py; two real replicas:
+tests/cluster/test_gateway_routing.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from runtime.config.gateway import RateLimitConfig
+from runtime.gateway.ratelimit import Limiter, RateLimitedError
+
+
+def _limits(**data: Any) -> RateLimitConfig:
+    return RateLimitConfig.model_validate(data)
+
+
+def test_redis_shares_the_limits(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNTIME_TEST_REDIS", redis_url)
+    shared = {"requests_per_minute": 5, "tokens_per_minute": 50}
+    limits = _limits(storage_url_env="RUNTIME_TEST_REDIS", tenants={"shared": shared})
+    one, two = Limiter(limits), Limiter(limits)  # two gateway replicas
+
+    async def main() -> list[bool]:
+        admitted = []
+        for i in range(8):
+            try:
+                await (one if i % 2 else two).admit("shared", f"k{i}")
+                admitted.append(True)
+            except RateLimitedError:
+                admitted.append(False)
+        await one.charge("other-shared", "k", 10)
+        await two.charge("shared", "k", 50)
+        with pytest.raises(RateLimitedError, match="token"):
+            await one.admit_tokens("shared")
+        return admitted
+
+    assert asyncio.run(main()) == [True] * 5 + [False] * 3
+    import redis
+
+    keys = redis.Redis.from_url(redis_url).keys("runtime*")
+    assert keys and any(b"shared" in k for k in keys)

@@ -1,0 +1,1 @@
+"""The offline tier: tools run over the repository's files."""

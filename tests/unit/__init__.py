@@ -1,0 +1,1 @@
+"""The unit tier: no Ray (see conftest.py)."""
