@@ -2,7 +2,7 @@
 export RUNTIME_CACHE_DIR ?= $(CURDIR)/.cache
 PY := .venv/bin/python
 
-.PHONY: setup run test lint unit bench bench-agents bench-gateway bench-autoscaling system-packages format clean
+.PHONY: setup run test lint unit offline bench bench-agents bench-gateway bench-autoscaling system-packages format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,9 +23,14 @@ lint: setup
 	$(PY) -m ruff format --check runtime tests benchmarks scripts
 	$(PY) -m mypy
 
-## The fast tier only: no Ray cluster, no engine.
+## The fast tier only: no Ray, no engine (tests/unit).
 unit: setup
-	$(PY) -m pytest -m "not cluster"
+	$(PY) -m pytest tests/unit
+
+## Tools over the repository's files: kustomize, kubernetes-validate, checkov, hadolint,
+## promtool (tests/offline; Prometheus' promtool is a system package).
+offline: setup system-packages
+	$(PY) -m pytest tests/offline
 
 bench: setup
 	$(PY) benchmarks/llm_latency.py
