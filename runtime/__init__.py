@@ -11,22 +11,6 @@ Public API (everything else is internal)::
     from runtime import load_serve_config, deploy_config   # serve configs
 """
 
-from runtime.agents.errors import (
-    AgentError,
-    AgentNotFoundError,
-    AgentUnavailableError,
-    AuthenticationError,
-    BudgetExceededError,
-    InvalidInputError,
-    ModelCallError,
-    PermissionDeniedError,
-    RateLimitError,
-    RunCancelledError,
-    RunFailedError,
-    SessionBusyError,
-    SessionExistsError,
-    SessionNotFoundError,
-)
 from runtime.agents.protocol import (
     Message,
     RunEvent,
@@ -38,7 +22,23 @@ from runtime.agents.protocol import (
 )
 from runtime.config import ConfigError, LLMAppConfig, check_serve_config, load_serve_config
 from runtime.deploy import DeployError, deploy_config
-from runtime.llm.errors import LLMError
+from runtime.errors import (
+    AgentError,
+    AgentNotFoundError,
+    AgentUnavailableError,
+    AuthenticationError,
+    BudgetExceededError,
+    InvalidInputError,
+    LLMError,
+    ModelCallError,
+    PermissionDeniedError,
+    RateLimitError,
+    RunCancelledError,
+    RunFailedError,
+    SessionBusyError,
+    SessionExistsError,
+    SessionNotFoundError,
+)
 from runtime.sdk import Agent, Client, Session, connect
 
 __version__ = "0.1.0"

@@ -18,6 +18,7 @@ import jwt
 
 from runtime import _env
 from runtime.config.gateway import ApiKey, AuthConfig, JwtConfig, Scopes
+from runtime.errors import AuthenticationError
 
 logger = logging.getLogger("ray.serve")
 
@@ -40,13 +41,6 @@ class Principal:
     key_id: str
     tenant: str
     scopes: Scopes
-
-
-class AuthError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class KeyStore:
@@ -78,18 +72,18 @@ class KeyStore:
         digest = key_hash(token)
         key = self._by_hash.get(digest)
         if key is None or not hmac.compare_digest(key.sha256, digest):
-            raise AuthError(401, "invalid API key")
+            raise AuthenticationError("invalid API key")
         if key.revoked:
-            raise AuthError(401, "this API key has been revoked")
+            raise AuthenticationError("this API key has been revoked")
         return Principal(key_id=key.id, tenant=key.tenant, scopes=key.scopes)
 
 
 def bearer_token(authorization: str | None) -> str:
     if not authorization:
-        raise AuthError(401, "missing API key: send `Authorization: Bearer <key>`")
+        raise AuthenticationError("missing API key: send `Authorization: Bearer <key>`")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError(401, "malformed Authorization header: expected `Bearer <key>`")
+        raise AuthenticationError("malformed Authorization header: expected `Bearer <key>`")
     return token.strip()
 
 
@@ -102,7 +96,7 @@ def scopes_from_claim(claim: Any, default: Scopes) -> Scopes:
     if claim is None:
         return default
     if not isinstance(claim, str):
-        raise AuthError(401, "invalid token: the `scope` claim must be a string")
+        raise AuthenticationError("invalid token (the `scope` claim must be a string)")
     models: list[str] = []
     agents: list[str] = []
     admin = False
@@ -170,13 +164,13 @@ class JwtVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise AuthError(401, "invalid token: malformed") from None
+            raise AuthenticationError("invalid token (malformed)") from None
         algorithm = header.get("alg")
         if algorithm not in c.algorithms:
-            raise AuthError(401, "invalid token: bad signature or algorithm")
+            raise AuthenticationError("invalid token (bad signature or algorithm)")
         key = await self._key(str(header.get("kid", "")))
         if key is None:
-            raise AuthError(401, "invalid token: signed by an unknown key")
+            raise AuthenticationError("invalid token (signed by an unknown key)")
         try:
             claims = jwt.decode(
                 token,
@@ -188,18 +182,20 @@ class JwtVerifier:
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError(401, "invalid token: expired") from None
+            raise AuthenticationError("invalid token (expired)") from None
         except jwt.InvalidAudienceError:
-            raise AuthError(401, "invalid token: wrong audience") from None
+            raise AuthenticationError("invalid token (wrong audience)") from None
         except jwt.InvalidIssuerError:
-            raise AuthError(401, "invalid token: wrong issuer") from None
+            raise AuthenticationError("invalid token (wrong issuer)") from None
         except jwt.MissingRequiredClaimError as err:
-            raise AuthError(401, f"invalid token: the `{err.claim}` claim is missing") from None
+            raise AuthenticationError(
+                f"invalid token (the `{err.claim}` claim is missing)"
+            ) from None
         except (jwt.PyJWTError, ValueError, TypeError):  # incl. a key of the wrong type
-            raise AuthError(401, "invalid token: bad signature or algorithm") from None
+            raise AuthenticationError("invalid token (bad signature or algorithm)") from None
         tenant = claims.get(c.tenant_claim)
         if not isinstance(tenant, str) or not tenant:
-            raise AuthError(401, f"invalid token: the `{c.tenant_claim}` claim is missing")
+            raise AuthenticationError(f"invalid token (the `{c.tenant_claim}` claim is missing)")
         scopes = scopes_from_claim(claims.get("scope"), c.default_scopes)
         return Principal(key_id=f"jwt:{claims['sub']}", tenant=tenant, scopes=scopes)
 

@@ -1,5 +1,5 @@
 """LLM serving: a Ray Serve deployment around vLLM's engine and OpenAI layer."""
 
-from runtime.llm.errors import LLMError
+from runtime.errors import LLMError
 
 __all__ = ["LLMError"]

@@ -27,11 +27,11 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
 
-from runtime import _sse
+from runtime import _sse, names
 from runtime._metrics import serve_metrics
 from runtime.config.llm import LLMAppConfig
+from runtime.errors import LLMError
 from runtime.llm.engine_args import engine_threads, gpus_per_replica, parse_server_args
-from runtime.llm.errors import LLMError
 from runtime.llm.stats import EngineStatsRecorder
 from runtime.models.sources import resolve_model
 from runtime.telemetry import logs
@@ -42,7 +42,7 @@ logger = logging.getLogger("ray.serve")
 _Handler = Callable[[Any, Any], Awaitable[Any]]
 
 
-@serve.deployment(name="LLMServer")
+@serve.deployment(name=names.LLM_DEPLOYMENT)
 @serve.ingress()
 class LLMServer:
     """One vLLM engine per replica; the same class serves CPU and GPU builds.
@@ -295,7 +295,7 @@ async def _invalid_request(request: Any, exc: RequestValidationError) -> JSONRes
     error = LLMError(
         f"{where}: {first['msg']}" if where else str(first["msg"]), param=where or None
     )
-    return JSONResponse(error.to_body(), status_code=error.status_code)
+    return JSONResponse(error.to_body(), status_code=error.status)
 
 
 def _parse(request_cls: type[Any], body: dict[str, Any], *, stream: bool) -> Any:

@@ -6,7 +6,7 @@ statuses of ``retries.on_status`` (``Retry-After`` is honoured up to
 caller as :class:`LLMError` with the provider's status, type and message) and a
 stream that has yielded a chunk (its remainder cannot be replayed). Exhausted
 retries, an open circuit and a broken stream raise
-:class:`ProviderUnavailableError` (503), on which a fallback may take over.
+:class:`~runtime.errors.ModelUnavailableError` (503), on which a fallback may take over.
 
 The API key is read from ``api_key_env`` and sent as a bearer token; it never
 appears in an error, a log record or a repr.
@@ -25,7 +25,7 @@ import httpx
 
 from runtime import _env, _sse
 from runtime.config.providers import ProviderConfig
-from runtime.llm.errors import LLMError
+from runtime.errors import LLMError, ModelUnavailableError
 from runtime.providers.circuit import CircuitBreaker
 from runtime.providers.metrics import provider_metrics
 from runtime.telemetry import tracing
@@ -36,14 +36,8 @@ logger = logging.getLogger("ray.serve")
 _PATHS = {"chat": "/chat/completions", "completions": "/completions"}
 
 
-class ProviderUnavailableError(LLMError):
-    """The provider cannot answer now (retries exhausted, circuit open, stream broken)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status_code=503, type="ServiceUnavailableError")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.message,))
+#: The provider cannot answer now (retries exhausted, circuit open, stream broken).
+ProviderUnavailableError = ModelUnavailableError
 
 
 class _Retryable(Exception):
@@ -217,24 +211,20 @@ class ProviderClient:
                 if response.status_code >= 400:
                     content = await response.aread()
                     self._check(response.status_code, content, response.headers)
-                lines = _sse.lines(response.aiter_text())
-                return response, lines
+                return response, _sse.payloads(response.aiter_text())
             except BaseException:
                 await response.aclose()
                 raise
 
-        response, lines = await self._attempts(once)
+        response, events = await self._attempts(once)
         try:
             async with asyncio.timeout_at(deadline):
-                async for line in lines:
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                async for data in events:
+                    if data.strip() == "[DONE]":
                         return
                     chunk = json.loads(data)
                     if isinstance(chunk, dict) and "error" in chunk:
-                        raise LLMError.from_body(chunk)
+                        raise LLMError.from_body(chunk, 500)
                     if isinstance(chunk, dict) and "model" in chunk:
                         chunk["model"] = requested
                     yield chunk
@@ -255,15 +245,11 @@ class ProviderClient:
             body = json.loads(content)
         except ValueError:
             body = None
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            err = LLMError.from_body(body)
-            err.status_code = status
-            raise err
-        raise LLMError(
-            f"provider {self.name!r} answered HTTP {status}",
-            status_code=status,
-            type="UpstreamError",
-        )
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):  # the provider's own words, under its status
+            kind = str(err.get("type") or "UpstreamError")
+            raise LLMError(str(err.get("message", "")), status, kind, err.get("param"))
+        raise LLMError(f"provider {self.name!r} answered HTTP {status}", status, "UpstreamError")
 
 
 async def _inject_trace(request: httpx.Request) -> None:

@@ -4,17 +4,17 @@ A target is anything with ``name``, ``call(method, body)`` and ``stream(method, 
 (``method`` is ``chat`` or ``completions``) in the OpenAI shape: a
 :class:`~runtime.providers.client.ProviderClient`, or (in the gateway's router) a
 self-hosted LLM deployment. Only
-:class:`ProviderUnavailableError` moves on to the next target: a request the
+:class:`ModelUnavailableError` moves on to the next target: a request the
 target refused (4xx) would be refused by the next one too. A stream moves on only
 before its first chunk.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, Literal, Protocol
 
-from runtime.providers.client import ProviderUnavailableError
+from runtime.errors import ModelUnavailableError
 from runtime.providers.metrics import provider_metrics
 
 Method = Literal["chat", "completions"]
@@ -60,14 +60,16 @@ class FallbackChain:
         for target in self.targets:
             try:
                 reply = await target.call(method, body)
-            except ProviderUnavailableError as err:
+            except ModelUnavailableError as err:
                 failures.append(f"{target.name}: {err.message}")
                 continue
             self._answered(target.name, failures)
             return reply
-        raise ProviderUnavailableError(_exhausted(failures))
+        raise ModelUnavailableError(_exhausted(failures))
 
-    async def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, method: Method, body: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
         failures: list[str] = []
         for target in self.targets:
             stream = target.stream(method, body)
@@ -76,7 +78,7 @@ class FallbackChain:
             except StopAsyncIteration:
                 self._answered(target.name, failures)
                 return
-            except ProviderUnavailableError as err:
+            except ModelUnavailableError as err:
                 failures.append(f"{target.name}: {err.message}")
                 continue
             self._answered(target.name, failures)
@@ -89,7 +91,7 @@ class FallbackChain:
                 if closer is not None:
                     await closer()
             return
-        raise ProviderUnavailableError(_exhausted(failures))
+        raise ModelUnavailableError(_exhausted(failures))
 
 
 def _exhausted(failures: list[str]) -> str:

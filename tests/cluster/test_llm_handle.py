@@ -75,7 +75,7 @@ def test_handle_errors_are_typed(
 ) -> None:
     with pytest.raises(LLMError) as info:
         handle.chat.remote(body).result()
-    assert info.value.status_code == status
+    assert info.value.status == status
     assert fragment in info.value.message
 
 
@@ -85,7 +85,7 @@ def test_handle_stream_error_is_typed(handle: serve.handle.DeploymentHandle) -> 
     )
     with pytest.raises(LLMError) as info:
         list(gen)
-    assert info.value.status_code == 404
+    assert info.value.status == 404
 
 
 def test_autoscaling_stats_come_from_the_engine(

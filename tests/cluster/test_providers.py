@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from runtime.llm.errors import LLMError
+from runtime.errors import LLMError
 from runtime.providers.client import ProviderClient, ProviderUnavailableError
 from runtime.providers.fallback import FallbackChain
 from tests.support.fault_proxy import FaultProxy
@@ -88,7 +88,7 @@ def test_slow_answers_time_out_and_give_up(
         pytest.raises(ProviderUnavailableError, match=r"2 attempt.*timed out") as err,
     ):
         _run(client, client.chat(BODY))
-    assert err.value.status_code == 503 and faults.connections == 2
+    assert err.value.status == 503 and faults.connections == 2
     assert API_KEY not in caplog.text and API_KEY not in str(err.value)
 
 
@@ -96,7 +96,7 @@ def test_a_bad_request_is_not_retried(faults: FaultProxy) -> None:
     client = ProviderClient(provider_config(faults.port))
     with pytest.raises(LLMError) as err:
         _run(client, client.chat({**BODY, "max_tokens": -1}))
-    assert err.value.status_code == 400 and not isinstance(err.value, ProviderUnavailableError)
+    assert err.value.status == 400 and not isinstance(err.value, ProviderUnavailableError)
     assert faults.connections == 1 and client.breaker.state == "closed"
 
 
@@ -108,7 +108,7 @@ def test_a_wrong_key_is_a_401_that_does_not_echo_it(
     client = ProviderClient(provider_config(faults.port))
     with pytest.raises(LLMError) as err:
         _run(client, client.chat(BODY))
-    assert err.value.status_code == 401 and faults.connections == 1
+    assert err.value.status == 401 and faults.connections == 1
     for text in (str(err.value), repr(err.value), repr(client), str(err.value.to_body())):
         assert wrong not in text and API_KEY not in text
 
@@ -186,5 +186,5 @@ def test_no_fallback_on_a_bad_request(faults: FaultProxy) -> None:
     chain = FallbackChain([first, second])
     with pytest.raises(LLMError) as err:
         asyncio.run(chain.chat({**BODY, "max_tokens": -1}))
-    assert err.value.status_code == 400 and chain.last_target is None
+    assert err.value.status == 400 and chain.last_target is None
     assert second.breaker.state == "closed"  # never called

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from runtime.config.gateway import AuthConfig, GatewayAppConfig, Scopes
-from runtime.gateway.auth import AuthError, KeyStore, key_hash, new_key
+from runtime.errors import AuthenticationError
+from runtime.gateway.auth import KeyStore, key_hash, new_key
 
 
 def test_new_keys_are_random_and_hash_to_hex() -> None:
@@ -45,7 +46,7 @@ def test_lookup_revocation_and_malformed_headers(monkeypatch: pytest.MonkeyPatch
         ("Bearer rt-nope", "invalid"),
         (f"Bearer {old}", "revoked"),
     ]:
-        with pytest.raises(AuthError, match=message) as err:
+        with pytest.raises(AuthenticationError, match=message) as err:
             store.authenticate(header)
         assert err.value.status == 401 and good not in err.value.message
 

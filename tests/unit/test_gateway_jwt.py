@@ -17,7 +17,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from runtime.config.gateway import AuthConfig, JwtConfig
-from runtime.gateway.auth import Authenticator, AuthError, JwtVerifier, key_hash, new_key
+from runtime.errors import AuthenticationError
+from runtime.gateway.auth import Authenticator, JwtVerifier, key_hash, new_key
 from tests.support.issuer import AUDIENCE, ISSUER, ISSUER_KEYS, write_jwks
 
 
@@ -80,7 +81,7 @@ def test_valid_tokens_give_tenant_subject_and_scopes(verifier: JwtVerifier) -> N
 )
 def test_bad_tokens_are_401(verifier: JwtVerifier, make: Any, reason: str) -> None:
     token = make()
-    with pytest.raises(AuthError) as err:
+    with pytest.raises(AuthenticationError) as err:
         _verify(verifier, token)
     assert err.value.status == 401 and reason in err.value.message
     assert token not in err.value.message
@@ -107,7 +108,7 @@ def test_jwks_url_is_fetched_and_refetched_on_rotation(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
         verifier = JwtVerifier(JwtConfig(issuer=ISSUER, audience=AUDIENCE, jwks_url=url))
         verifier.REFETCH_MIN_S = 0.0  # rotation without waiting 30 s
-        with pytest.raises(AuthError, match="unknown key"):
+        with pytest.raises(AuthenticationError, match="unknown key"):
             _verify(verifier, ISSUER_KEYS.token())
         served["jwks"] = ISSUER_KEYS.jwks()  # the issuer publishes its key
         assert _verify(verifier, ISSUER_KEYS.token()).tenant == "acme"
@@ -138,7 +139,7 @@ def test_authenticator_takes_keys_and_tokens(tmp_path: Path) -> None:
         return by_key.tenant, by_token.tenant
 
     assert asyncio.run(main()) == ("keyed", "acme")
-    with pytest.raises(AuthError, match="invalid API key"):
+    with pytest.raises(AuthenticationError, match="invalid API key"):
         asyncio.run(auth.authenticate("Bearer rt-wrong"))
 
 
@@ -153,5 +154,5 @@ def test_jwt_config_is_strict() -> None:
 
 def test_a_token_signed_with_another_key_type_under_a_known_kid(verifier: JwtVerifier) -> None:
     forged = ISSUER_KEYS.token(key=ISSUER_KEYS.ec, kid="r1", alg="ES256")  # r1 is RSA
-    with pytest.raises(AuthError, match="bad signature or algorithm"):
+    with pytest.raises(AuthenticationError, match="bad signature or algorithm"):
         _verify(verifier, forged)
