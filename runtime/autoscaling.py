@@ -54,8 +54,7 @@ TURNS_RUNNING = "turns_running"
 TURNS_QUEUED = "turns_queued"
 
 #: Deployment names of an agent application with its own LLM (``llm_server``).
-AGENT_DEPLOYMENT = "AgentServer"
-LLM_DEPLOYMENT = "LLMServer"
+from runtime.names import AGENT_DEPLOYMENT, LLM_DEPLOYMENT  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,15 @@ import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
 
-from runtime import _env, _sse, _streams
-from runtime.agents.errors import AgentError, AgentUnavailableError
+from runtime import _env, _sse, _streams, names
 from runtime.agents.protocol import (
-    DEFAULT_TENANT,
     Message,
     RunEvent,
     RunResult,
     SessionInfo,
 )
+from runtime.context import DEFAULT_TENANT
+from runtime.errors import AgentError, AgentUnavailableError
 
 T = TypeVar("T")
 
@@ -211,13 +211,8 @@ class HttpTransport:
             async with self._client().stream("POST", path, json={"message": text}) as response:
                 if response.status_code >= 400:
                     raise _http_error(response.status_code, await response.aread())
-                data: list[str] = []
-                async for line in _sse.lines(response.aiter_text()):
-                    if line.startswith("data:"):
-                        data.append(line[5:].strip())
-                    elif not line and data:
-                        yield RunEvent.model_validate_json("\n".join(data))
-                        data = []
+                async for data in _sse.payloads(response.aiter_text()):
+                    yield RunEvent.model_validate_json(data)
         except httpx.HTTPError as exc:
             raise AgentError.from_remote(exc) from None
 
@@ -354,7 +349,7 @@ class Client:
 def connect(
     url: str | None = None,
     *,
-    app: str = "agents",
+    app: str = names.AGENTS_APP,
     tenant: str | None = None,
     api_key: str | None = None,
     timeout: float = 300.0,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 #: The tenant of handle calls that name none (HTTP callers get their key's tenant).
-DEFAULT_TENANT = "default"
+from runtime.context import DEFAULT_TENANT  # noqa: F401 (the SDK imports it from here)
 
 
 class _Model(BaseModel):

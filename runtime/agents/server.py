@@ -4,7 +4,7 @@ Reached by deployment handle only: from the gateway (``runtime.gateway``), which
 serves the HTTP routes and sets the tenant from the caller's API key, and from the
 SDK inside the cluster. Handle methods take the tenant as their first argument and
 return the models of ``runtime.agents.protocol``; errors are
-:class:`runtime.agents.errors.AgentError`.
+:class:`runtime.errors.AgentError`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from typing import Any
 
 from ray import serve
 
+from runtime import names
 from runtime.agents.protocol import Message, RunEvent, RunResult, SessionInfo
 from runtime.agents.service import AgentService
 from runtime.config.agents import AgentAppConfig
 from runtime.telemetry import logs
 
 
-@serve.deployment(name="AgentServer")
+@serve.deployment(name=names.AGENT_DEPLOYMENT)
 class AgentServer:
     """Hosts every agent of one application; any replica serves any session.
 

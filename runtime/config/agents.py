@@ -7,7 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from runtime import names
 from runtime.config.llm import LLMAppConfig, StrictModel
+from runtime.config.router import ModelRoute, RouterConfig
 from runtime.config.telemetry import SCENARIO, TelemetryConfig
 
 _IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -15,21 +17,26 @@ _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
 class ServeLLM(StrictModel):
-    """An LLM deployment of this cluster, called through a deployment handle (no HTTP hop)."""
+    """A model an agent calls: through its application's router (``router``: the
+    model's fallbacks, external providers, the tenant's token limits), or, in an
+    application without one, straight to an LLM deployment of this cluster by handle."""
 
     kind: Literal["serve"] = "serve"
-    app: str = Field(default="llm", min_length=1, description="Serve application of the LLM.")
-    deployment: str = Field(default="LLMServer", min_length=1)
     model: str = Field(min_length=1, description="The served model name (`served_name`).")
-    gateway: str | None = Field(
-        default=None,
+    app: str = Field(
+        default=names.LLM_APP,
         min_length=1,
-        description="The gateway's application: when set, LLM calls go through its router "
-        "(the model's fallbacks, external providers, the tenant's token limits) and "
-        "`model` is a model of the gateway; otherwise straight to `app`/`deployment`.",
+        description="Without a `router`: the Serve application of the LLM.",
+    )
+    deployment: str = Field(
+        default=names.LLM_DEPLOYMENT, min_length=1, description="Without a `router`."
     )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, ge=1, description="Per LLM call.")
+
+    def route(self) -> ModelRoute:
+        """The direct route of an application without a router."""
+        return ModelRoute(name=self.model, app=self.app, deployment=self.deployment)
 
 
 class ScriptStep(StrictModel):
@@ -214,7 +221,28 @@ class AgentAppConfig(StrictModel):
         "(runtime.autoscaling:AgentLLMPolicy) scales it ahead of the agents' backlog. "
         "Agents and gateways reach it as `{app: <this application>, deployment: LLMServer}`.",
     )
+    router: RouterConfig | None = Field(
+        default=None,
+        description="The LLM router of this application's replicas: the same fields as "
+        "the gateway's (`models`, `providers`, `rate_limits`, `ready_refresh_s`); agents "
+        "name its models. Without one, each agent's `llm` names an LLM deployment.",
+    )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    @model_validator(mode="after")
+    def _routed_models(self) -> AgentAppConfig:
+        for agent in self.agents:
+            llm = agent.llm
+            if not isinstance(llm, ServeLLM) or self.router is None:
+                continue
+            if {"app", "deployment"} & llm.model_fields_set:
+                raise ValueError(
+                    f"agent {agent.name!r}: `app` and `deployment` are for applications "
+                    "without a `router`; name a model of the router instead"
+                )
+            if llm.model not in {m.name for m in self.router.models}:
+                raise ValueError(f"agent {agent.name!r}: the router has no model {llm.model!r}")
+        return self
 
     @field_validator("agents")
     @classmethod

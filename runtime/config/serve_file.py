@@ -14,12 +14,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from runtime import names
 from runtime.config.agents import AgentAppConfig, ServeLLM
 from runtime.config.autoscaling import AgentLLMScaling, AgentScaling, LLMScaling
 from runtime.config.errors import ConfigError, unknown_keys, validation_problems
 from runtime.config.gateway import GatewayAppConfig
 from runtime.config.llm import LLMAppConfig
 from runtime.config.placement import CPU_WORKER, WORKER_KIND
+from runtime.config.router import RouterConfig
 
 #: import_path of each builder of this project -> the model of its ``args``.
 APP_ARGS_MODELS: dict[str, type[BaseModel]] = {
@@ -107,42 +109,41 @@ def _references(apps: dict[str, BaseModel]) -> list[str]:
         own = isinstance(target, AgentAppConfig) and target.llm_server is not None
         if not own and not isinstance(expect(app, LLMAppConfig, where), LLMAppConfig):
             return  # reported by expect()
-        if deployment != "LLMServer":
+        if deployment != names.LLM_DEPLOYMENT:
             problems.append(
                 f"{where}: application '{app}' has no LLM deployment "
                 f"'{deployment}' (it is `LLMServer`)"
             )
 
+    def check_router(name: str, router: RouterConfig) -> None:
+        for m in router.models:
+            if m.app is None:
+                continue
+            expect_llm(m.app, m.deployment, f"application '{name}': model '{m.name}'")
+            target = apps.get(m.app)
+            llm = target.llm_server if isinstance(target, AgentAppConfig) else target
+            if m.price and isinstance(llm, LLMAppConfig) and llm.price:
+                problems.append(
+                    f"application '{name}': model '{m.name}' has a per-token `price` "
+                    f"and its application '{m.app}' a per-GPU-second one: its cost "
+                    "would be counted twice; keep one"
+                )
+
     for name, config in apps.items():
         if isinstance(config, GatewayAppConfig):
-            for m in config.models:
-                if m.app is not None:
-                    expect_llm(m.app, m.deployment, f"application '{name}': model '{m.name}'")
-                    target = apps.get(m.app)
-                    llm = target.llm_server if isinstance(target, AgentAppConfig) else target
-                    if m.price and isinstance(llm, LLMAppConfig) and llm.price:
-                        problems.append(
-                            f"application '{name}': model '{m.name}' has a per-token `price` "
-                            f"and its application '{m.app}' a per-GPU-second one: its cost "
-                            "would be counted twice; keep one"
-                        )
+            check_router(name, config)
             for agent_app in config.agent_apps:
                 expect(agent_app, AgentAppConfig, f"application '{name}': agent_apps")
         elif isinstance(config, AgentAppConfig):
+            if config.router is not None:
+                check_router(name, config.router)
+                continue  # the agents' models are checked against it (AgentAppConfig)
             for agent in config.agents:
-                llm = agent.llm
-                where = f"application '{name}': agent '{agent.name}'"
-                if not isinstance(llm, ServeLLM):
-                    continue
-                if llm.gateway is None:
-                    expect_llm(llm.app, llm.deployment, where)
-                    continue
-                gateway = expect(llm.gateway, GatewayAppConfig, where)
-                if isinstance(gateway, GatewayAppConfig) and llm.model not in {
-                    m.name for m in gateway.models
-                }:
-                    problems.append(
-                        f"{where}: the gateway '{llm.gateway}' has no model '{llm.model}'"
+                if isinstance(agent.llm, ServeLLM):
+                    route = agent.llm.route()
+                    assert route.app is not None
+                    expect_llm(
+                        route.app, route.deployment, f"application '{name}': agent '{agent.name}'"
                     )
     return problems
 
@@ -244,7 +245,7 @@ def _app_policy(i: int, app: dict[str, Any], function: str) -> list[str]:
     deployments = {
         str((d or {}).get("name")): (j, d or {}) for j, d in enumerate(app.get("deployments") or [])
     }
-    for name in ("AgentServer", "LLMServer"):
+    for name in (names.AGENT_DEPLOYMENT, names.LLM_DEPLOYMENT):
         if name not in deployments or not deployments[name][1].get("autoscaling_config"):
             problems.append(
                 f"{where}.deployments: {function} needs an `autoscaling_config` "
@@ -284,7 +285,10 @@ def _placement(data: dict[str, Any]) -> list[str]:
             if not isinstance(deployment, dict):
                 continue
             where = f"applications[{i}].deployments[{j}]"
-            if APP_ARGS_MODELS[builder] is LLMAppConfig or deployment.get("name") == "LLMServer":
+            if (
+                APP_ARGS_MODELS[builder] is LLMAppConfig
+                or deployment.get("name") == names.LLM_DEPLOYMENT
+            ):
                 problems += [
                     f"{where}.{key}: an LLM deployment's placement and resources come from "
                     "its `args` (`placement`, `num_cpus`, `accelerator`, "

@@ -1,4 +1,5 @@
-"""Rate limits of the gateway, on the `limits` library (memory or Redis storage).
+"""Rate limits of the gateway and the LLM router, on the `limits` library (memory or
+Redis storage).
 
 - Requests per minute (per tenant, per key, per provider): a moving window, exact; a
   refused request is not counted.
@@ -8,8 +9,11 @@
   the next ones wait for the window to turn).
 - Concurrency per tenant: a counter in this replica (``concurrency`` is per replica).
 
-With Redis (``storage_url_env``) every gateway replica shares the counters. When the
-storage fails, ``fail_open`` decides: let the request through (logged) or answer 503.
+With Redis (``storage_url_env``) every gateway and agent replica shares the counters:
+an agent's LLM calls and the tenant's own calls spend one token budget. In memory,
+each replica counts alone: a gateway replica its clients' calls, an agent replica its
+agents' calls, each against the whole limit. When the storage fails, ``fail_open``
+decides: let the request through (logged) or refuse it (503).
 """
 
 from __future__ import annotations
@@ -26,26 +30,13 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 from runtime import _env
-from runtime.config.gateway import RateLimitConfig
 from runtime.config.providers import ProviderConfig, RateLimit
+from runtime.config.router import RateLimitConfig
+from runtime.errors import LimiterUnavailableError, RateLimitError
 
 logger = logging.getLogger("ray.serve")
 
 T = TypeVar("T")
-
-
-class RateLimitedError(Exception):
-    """429: a limit is reached; ``retry_after`` whole seconds until it may pass."""
-
-    def __init__(self, message: str, retry_after: int, limit: str = "requests") -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-        self.limit = limit  # requests, tokens, concurrency (a metrics label)
-
-
-class LimiterUnavailableError(Exception):
-    """503: the rate-limit storage cannot be reached and ``fail_open`` is off."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +63,7 @@ class Limiter:
     """The gateway's limits. ``admit`` before a request, ``charge`` after it::
 
     limiter = Limiter(config.rate_limits, config.providers)
-    await limiter.admit(tenant, key_id)          # raises RateLimitedError
+    await limiter.admit(tenant, key_id)          # raises RateLimitError
     limiter.acquire(tenant)                      # the tenant's concurrency slot
     ...                                          # finally: limiter.release(tenant)
     await limiter.charge(tenant, key_id, tokens=123)
@@ -106,7 +97,7 @@ class Limiter:
     async def _guard(self, call: Callable[[], Awaitable[T]], default: T) -> T:
         try:
             return await call()
-        except (RateLimitedError, LimiterUnavailableError):
+        except (RateLimitError, LimiterUnavailableError):
             raise
         except Exception as exc:
             if not self.config.fail_open:
@@ -130,7 +121,7 @@ class Limiter:
             requests = _item(s.limit.requests_per_minute, "req") if count else None
             if requests is not None and not await self._requests.hit(requests, s.kind, s.name):
                 stats = await self._requests.get_window_stats(requests, s.kind, s.name)
-                raise RateLimitedError(
+                raise RateLimitError(
                     f"rate limit of the {s.kind}{what}: {requests.amount} requests per minute",
                     self._retry_after(stats.reset_time),
                 )
@@ -138,7 +129,7 @@ class Limiter:
             if tokens is not None:
                 stats = await self._tokens.get_window_stats(tokens, s.kind, s.name)
                 if stats.remaining <= 0:
-                    raise RateLimitedError(
+                    raise RateLimitError(
                         f"token limit of the {s.kind}{what}: {tokens.amount} LLM tokens per minute",
                         self._retry_after(stats.reset_time),
                     )
@@ -149,9 +140,10 @@ class Limiter:
         subjects = self._subjects(tenant, key_id)
         await self._guard(lambda: self._check(subjects, "", tokens_too=uses_llm), None)
 
-    async def admit_tokens(self, tenant: str) -> None:
-        """An agent's own LLM call: refused when the tenant's tokens are spent."""
-        subjects = self._subjects(tenant, None)
+    async def admit_tokens(self, tenant: str, key_id: str | None = None) -> None:
+        """An LLM call: refused when the tenant's (or key's) tokens are spent; counts
+        no request."""
+        subjects = self._subjects(tenant, key_id)
         await self._guard(lambda: self._check(subjects, "", count=False), None)
 
     async def charge(self, tenant: str, key_id: str | None, tokens: int) -> None:
@@ -168,7 +160,7 @@ class Limiter:
         await self._guard(run, None)
 
     async def provider_admit(self, provider: str) -> None:
-        """Raise :class:`RateLimitedError` when the provider's quota is spent."""
+        """Raise :class:`RateLimitError` when the provider's quota is spent."""
         limit = self._providers.get(provider)
         if limit is not None:
             subject = _Subject("provider", provider, limit)
@@ -189,7 +181,7 @@ class Limiter:
         limit = self.config.tenant(tenant).concurrency
         current = self._in_flight.get(tenant, 0)
         if limit is not None and current >= limit:
-            raise RateLimitedError(
+            raise RateLimitError(
                 f"concurrency limit of the tenant: {limit} requests in flight", 1, "concurrency"
             )
         self._in_flight[tenant] = current + 1

@@ -1,232 +1,164 @@
-"""The LLM router: a model name -> a self-hosted deployment or an external provider,
-with the model's fallbacks behind it.
+"""The LLM router: one component that both the gateway and the agent replicas run.
 
-A self-hosted model is *unavailable* (so its fallback answers) when its deployment has
-no running replica (cold, scaled to zero, or down; refreshed every
-``ready_refresh_s``), when Serve refuses the call for back-pressure (saturated: the
-deployment's ``max_queued_requests`` is reached), when the call cannot reach a replica,
-or when the engine itself answers 503. An external model is unavailable when the
-provider's retries are exhausted, its circuit is open, or its ``rate_limit`` is spent.
-A request the model refused (4xx) is not retried elsewhere. Streams fall back only
-before their first chunk.
+A model name routes to a self-hosted deployment (one Serve hop, by handle) or to an
+external provider (one HTTP call), with the model's fallbacks behind it
+(``runtime.routing.targets``). Around each call the router admits it against the
+tenant's token limits, charges the answer's tokens when it ends, and counts its usage
+and cost under the call's :class:`~runtime.context.CallContext` (tenant, agent,
+scenario). A request the model refused (4xx) is not retried elsewhere; streams fall
+back only before their first chunk.
 
-Each target answers with ``model`` set to its own name, so a reply says which model
-answered.
+    >>> router = LLMRouter(config, Limiter(config.rate_limits, config.providers))  # doctest: +SKIP
+    >>> ctx = CallContext(tenant="acme", agent="assistant", scenario="support")
+    >>> reply = await router.call(ctx, "chat", body)  # doctest: +SKIP
+    >>> async for chunk in router.stream(ctx, "chat", body): ...  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Coroutine
 from typing import Any
 
-from ray import serve
-from ray.serve.exceptions import BackPressureError
-
-from runtime import _streams
-from runtime.config.gateway import GatewayAppConfig, ModelRoute
-from runtime.gateway.ratelimit import Limiter, RateLimitedError
-from runtime.llm.errors import LLMError
-from runtime.providers.client import ProviderClient, ProviderUnavailableError
+from runtime.config.router import RouterConfig
+from runtime.context import CallContext
+from runtime.errors import LLMError
+from runtime.providers.client import ProviderClient
 from runtime.providers.fallback import FallbackChain, Method
-
-logger = logging.getLogger("ray.serve")
-
-
-class Handles:
-    """Deployment and application handles, made once per replica (not per request:
-    an application handle asks the controller for the app's ingress)."""
-
-    def __init__(self) -> None:
-        self._by_key: dict[tuple[str, str | None], Any] = {}
-
-    def deployment(self, app: str, deployment: str) -> Any:
-        key = (app, deployment)
-        if key not in self._by_key:
-            self._by_key[key] = serve.get_deployment_handle(deployment, app_name=app)
-        return self._by_key[key]
-
-    def app(self, app: str) -> Any:
-        key = (app, None)
-        if key not in self._by_key:
-            self._by_key[key] = serve.get_app_handle(app)
-        return self._by_key[key]
+from runtime.routing.limits import Limiter
+from runtime.routing.metering import UsageMetrics
+from runtime.routing.targets import External, Handles, ReadyReplicas, SelfHosted, usage_of
 
 
-def usage_of(reply: dict[str, Any] | None) -> tuple[int, int] | None:
-    """(prompt, completion) tokens of a reply or a usage chunk; None when it has none."""
-    usage = (reply or {}).get("usage") if isinstance(reply, dict) else None
-    if not isinstance(usage, dict):
+def with_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The stream request asking for its usage (to charge its tokens), and whether the
+    client asked for it too."""
+    options = body.get("stream_options")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise LLMError("`stream_options` must be an object", param="stream_options")
+    wanted = bool(options.get("include_usage"))
+    return {**body, "stream_options": {**options, "include_usage": True}}, wanted
+
+
+def visible(chunk: Any, usage_wanted: bool) -> Any:
+    """The chunk as the client asked for it: without usage unless it asked (None: the
+    usage-only last chunk, which it did not ask for)."""
+    if usage_wanted or not isinstance(chunk, dict) or "usage" not in chunk:
+        return chunk
+    if not chunk.get("choices"):
         return None
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    return {k: v for k, v in chunk.items() if k != "usage"}
 
 
-def tokens_of(reply: dict[str, Any] | None) -> int:
-    """Prompt plus completion tokens of a reply or a usage chunk (0 when it has none)."""
-    return sum(usage_of(reply) or ())
+class LLMRouter:
+    """Routes by model name, under the caller's token limits."""
 
-
-class ReadyReplicas:
-    """Which self-hosted deployments have a running replica, from ``serve.status()``."""
-
-    def __init__(self, refresh_s: float) -> None:
-        self.refresh_s = refresh_s
-        self._running: dict[tuple[str, str], int] | None = None  # None: not known yet
-        self._checked = 0.0
-        self._refreshing: asyncio.Task[None] | None = None
-
-    def _read(self) -> dict[tuple[str, str], int]:
-        running: dict[tuple[str, str], int] = {}
-        for app_name, app in serve.status().applications.items():
-            for name, dep in app.deployments.items():
-                running[(app_name, name)] = int(dep.replica_states.get("RUNNING", 0))
-        return running
-
-    async def _refresh(self) -> None:
-        try:
-            self._running = await asyncio.to_thread(self._read)
-        except Exception as exc:  # keep the last known state
-            logger.warning("could not read Serve's status: %s", type(exc).__name__)
-        finally:
-            self._checked = time.monotonic()
-
-    async def running(self, app: str, deployment: str) -> bool:
-        stale = time.monotonic() - self._checked > self.refresh_s
-        if stale and (self._refreshing is None or self._refreshing.done()):
-            self._refreshing = asyncio.create_task(self._refresh())
-        if self._running is None and self._refreshing is not None:
-            await asyncio.shield(self._refreshing)
-        if self._running is None:
-            return True  # unknown: let the call find out
-        return self._running.get((app, deployment), 0) > 0
-
-
-class SelfHosted:
-    """An LLM deployment of this cluster, called by handle."""
-
-    def __init__(self, route: ModelRoute, ready: ReadyReplicas | None, handles: Handles) -> None:
-        """``ready``: check for a running replica first (only where a fallback follows;
-        the last model of a chain waits, so that a scaled-to-zero one can start)."""
-        assert route.app is not None
-        self.name = route.name
-        self.route = route
-        self.app: str = route.app
-        self._ready = ready
-        self._handles = handles
-
-    def _get_handle(self) -> Any:
-        return self._handles.deployment(self.app, self.route.deployment)
-
-    def _unavailable(self, why: str) -> ProviderUnavailableError:
-        return ProviderUnavailableError(f"the model `{self.name}` is unavailable now ({why})")
-
-    async def _check_ready(self) -> None:
-        if self._ready is not None and not await self._ready.running(
-            self.app, self.route.deployment
-        ):
-            raise self._unavailable("no running replica")
-
-    def _mapped(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, LLMError):
-            if exc.status_code == 503:
-                return self._unavailable(exc.message)
-            return LLMError(exc.message, exc.status_code, exc.type, exc.param)
-        if isinstance(exc, BackPressureError):
-            return self._unavailable("saturated: its request queue is full")
-        return self._unavailable(f"unreachable: {type(exc).__name__}")
-
-    async def call(self, method: Method, body: dict[str, Any]) -> dict[str, Any]:
-        await self._check_ready()
-        try:
-            reply: dict[str, Any] = await getattr(self._get_handle(), method).remote(
-                {**body, "model": self.name}
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise self._mapped(exc) from None
-        return reply
-
-    async def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        await self._check_ready()
-        handle = self._get_handle().options(stream=True)
-        response = getattr(handle, f"{method}_stream").remote({**body, "model": self.name})
-        # Closing this stream (the client went away) stops the generation.
-        async with contextlib.aclosing(_streams.relay(response, self._mapped)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-
-
-class External:
-    """A model of an external provider, under the provider's rate limit."""
-
-    def __init__(self, route: ModelRoute, client: ProviderClient, limiter: Limiter) -> None:
-        self.name = route.name
-        self.client = client
-        self._limiter = limiter
-
-    async def _admit(self) -> None:
-        try:
-            await self._limiter.provider_admit(self.client.name)
-        except RateLimitedError as err:
-            raise ProviderUnavailableError(
-                f"the model `{self.name}` is unavailable now ({err.message})"
-            ) from None
-
-    async def call(self, method: Method, body: dict[str, Any]) -> dict[str, Any]:
-        await self._admit()
-        reply = await self.client.call(method, {**body, "model": self.name})
-        await self._limiter.provider_charge(self.client.name, tokens_of(reply))
-        return reply
-
-    async def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        await self._admit()
-        tokens = 0
-        try:
-            async for chunk in self.client.stream(method, {**body, "model": self.name}):
-                tokens = tokens_of(chunk) or tokens
-                yield chunk
-        finally:
-            await self._limiter.provider_charge(self.client.name, tokens)
-
-
-class Router:
-    """Routes by model name. Example::
-
-    router = Router(config, limiter, Handles())
-    reply = await router.call("smollm2-135m-instruct", "chat", body)
-    async for chunk in router.stream("gpt-4o-mini", "chat", body): ...
-    """
-
-    def __init__(self, config: GatewayAppConfig, limiter: Limiter, handles: Handles) -> None:
-        self.routes = {m.name: m for m in config.models}
-        self.ready = ReadyReplicas(config.ready_refresh_s)
+    def __init__(
+        self,
+        config: RouterConfig,
+        limiter: Limiter | None = None,
+        handles: Handles | None = None,
+        metrics: UsageMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.limiter = limiter or Limiter(config.rate_limits, config.providers)
+        self.metrics = metrics or UsageMetrics()
+        self._prices = {m.name: m.price for m in config.models if m.price is not None}
+        self._ready = ReadyReplicas(config.ready_refresh_s)
+        self._handles = handles or Handles()
         self.clients = {p.name: ProviderClient(p) for p in config.providers}
+        self.chains = {m.name: self._chain([m.name, *m.fallback]) for m in config.models}
+        self._later: set[asyncio.Task[None]] = set()
 
-        def target(name: str, last: bool) -> SelfHosted | External:
-            m = self.routes[name]
-            if m.provider is not None:
-                return External(m, self.clients[m.provider], limiter)
-            return SelfHosted(m, None if last else self.ready, handles)
+    def _chain(self, names: list[str]) -> FallbackChain:
+        routes = {m.name: m for m in self.config.models}
+        targets: list[SelfHosted | External] = []
+        for i, name in enumerate(names):
+            route = routes[name]
+            if route.provider is not None:
+                targets.append(External(route, self.clients[route.provider], self.limiter))
+            else:
+                # The last model of a chain waits (a scaled-to-zero one can start); the
+                # others are skipped at once while they have no running replica.
+                last = i == len(names) - 1
+                targets.append(SelfHosted(route, None if last else self._ready, self._handles))
+        return FallbackChain(targets)
 
-        self.chains: dict[str, FallbackChain] = {}
-        for m in config.models:
-            names = [m.name, *m.fallback]
-            self.chains[m.name] = FallbackChain(
-                [target(n, i == len(names) - 1) for i, n in enumerate(names)]
-            )
-
-    def __contains__(self, model: str) -> bool:
+    def __contains__(self, model: object) -> bool:
         return model in self.chains
 
-    async def call(self, model: str, method: Method, body: dict[str, Any]) -> dict[str, Any]:
-        return await self.chains[model].call(method, body)
+    def _chain_of(self, body: dict[str, Any]) -> FallbackChain:
+        name = body.get("model")
+        if not isinstance(name, str):
+            raise LLMError("`model` is required", param="model")
+        chain = self.chains.get(name)
+        if chain is None:
+            raise LLMError(
+                f"the model `{name}` does not exist", 404, "NotFoundError", param="model"
+            )
+        return chain
 
-    def stream(self, model: str, method: Method, body: dict[str, Any]) -> AsyncIterator[Any]:
-        return self.chains[model].stream(method, body)
+    async def call(
+        self,
+        ctx: CallContext,
+        method: Method,
+        body: dict[str, Any],
+        *,
+        admitted: bool = False,
+        charge_later: bool = False,
+    ) -> dict[str, Any]:
+        """One answer. ``admitted``: the caller has checked the token limits already
+        (the gateway, with the request's own limits); ``charge_later``: charge after
+        returning (off the latency path; a Redis round trip), else before."""
+        chain = self._chain_of(body)
+        if not admitted:
+            await self.limiter.admit_tokens(ctx.tenant, ctx.key_id)
+        reply = await chain.call(method, body)
+        charge = self._charge(ctx, reply.get("model"), usage_of(reply))
+        if charge_later:
+            self._in_background(charge)
+        else:
+            await charge
+        return reply
+
+    async def stream(
+        self, ctx: CallContext, method: Method, body: dict[str, Any], *, admitted: bool = False
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The chunks of one answer (usage only if ``stream_options`` asks for it); its
+        tokens are charged when it ends, however it ends. Closing it stops the model."""
+        chain = self._chain_of(body)
+        if not admitted:
+            await self.limiter.admit_tokens(ctx.tenant, ctx.key_id)
+        upstream, usage_wanted = with_usage(body)
+        usage, answered_by = None, None
+        try:
+            async with contextlib.aclosing(chain.stream(method, upstream)) as chunks:
+                async for chunk in chunks:
+                    usage = usage_of(chunk) or usage
+                    if answered_by is None and isinstance(chunk, dict):
+                        answered_by = chunk.get("model", body["model"])
+                    if (shown := visible(chunk, usage_wanted)) is not None:
+                        yield shown
+        finally:
+            await asyncio.shield(self._charge(ctx, answered_by, usage))
+
+    async def _charge(self, ctx: CallContext, model: Any, usage: tuple[int, int] | None) -> None:
+        """Charge an answer's tokens to the tenant's (and key's) limits; count its usage
+        and cost. ``model``: the model that answered (None: none did)."""
+        tokens = sum(usage) if usage else 0
+        await self.limiter.charge(ctx.tenant, ctx.key_id, tokens)
+        self.metrics.charged(ctx.tenant, model, tokens)
+        if model is not None:
+            name = str(model)
+            self.metrics.used(ctx, name, *(usage or (0, 0)), self._prices.get(name))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._later.add(task)  # a reference until it ends
+        task.add_done_callback(self._later.discard)
 
     async def aclose(self) -> None:
         for client in self.clients.values():

@@ -6,8 +6,8 @@ the shipped configs) each line is a JSON object with Serve's fields (``request_i
 ``application``, ``deployment``, ``replica``, ``route``) and every extra attribute of
 the record. ``install()`` (once per replica process, by each deployment) adds:
 
-* ``tenant``, ``trace_id`` and ``span_id`` to every record made inside a request
-  (``trace_id`` while tracing is on: ``runtime.telemetry.tracing``);
+* ``tenant`` (of the bound :mod:`runtime.context`), ``trace_id`` and ``span_id`` to
+  every record made inside a request (``trace_id`` while tracing is on);
 * redaction of every record of the process, whatever its logger (the runtime's,
   Serve's, vLLM's, LangChain's, httpx's): its message, arguments, exception text and
   stack are replaced by their redacted form when the record is made, so no handler
@@ -18,7 +18,6 @@ the record. ``install()`` (once per replica process, by each deployment) adds:
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import traceback
 from collections import OrderedDict
@@ -27,13 +26,9 @@ from typing import Any
 
 from ray.serve.context import _get_serve_request_context
 
+from runtime import context
 from runtime.telemetry import redact as _redact
 from runtime.telemetry.tracing import trace_ids
-
-#: The tenant of the request or agent turn in progress (set by the gateway and agents).
-tenant_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "runtime_log_tenant", default=None
-)
 
 #: Serve request id -> tenant, for records made outside the handler's context (Serve's
 #: access line, written after the handler returns). Bounded: the oldest go first.
@@ -46,13 +41,11 @@ def _request_id() -> str:
     return str(_get_serve_request_context().request_id or "")
 
 
-def bind_tenant(tenant: str) -> None:
-    """Name the tenant of the request or turn running in this context (and of every
-    record of the Serve request it serves)."""
-    tenant_var.set(tenant)
+def _remember(ctx: context.CallContext) -> None:
+    """Keep the tenant of the Serve request a context is bound in (for its access line)."""
     request_id = _request_id()
     if request_id:
-        _by_request[request_id] = tenant
+        _by_request[request_id] = ctx.tenant
         _by_request.move_to_end(request_id)
         while len(_by_request) > _BY_REQUEST_MAX:
             _by_request.popitem(last=False)
@@ -66,7 +59,8 @@ def _factory(inner: Callable[..., logging.LogRecord]) -> Callable[..., logging.L
         except Exception:  # a record that cannot be formatted: keep no text of it
             record.msg, record.args = "[a log record that could not be redacted]", ()
             record.exc_info, record.exc_text = None, None
-        tenant = tenant_var.get() or (_by_request.get(_request_id()) if _by_request else None)
+        ctx = context.bound()
+        tenant = ctx.tenant if ctx else (_by_request.get(_request_id()) if _by_request else None)
         if tenant is not None:
             record.tenant = tenant
         ids = trace_ids()
@@ -98,6 +92,7 @@ def install(patterns: Iterable[str] = ()) -> None:
     """Redaction and context fields for every log record of this process (idempotent;
     patterns accumulate). Wraps whatever record factory is in place (Ray's, vLLM's)."""
     _redact.configure(patterns)
+    context.on_bind(_remember)
     current = logging.getLogRecordFactory()
     if getattr(current, "runtime_redaction", False):
         return

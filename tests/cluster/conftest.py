@@ -106,12 +106,14 @@ def proxy(vllm_provider: int) -> Any:
 
 
 @pytest.fixture(scope="session")
-def stack(ray_cluster: Any, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+def stack(
+    ray_cluster: Any, postgres_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Stack:
     from runtime.deploy import deploy_config
 
     tmp = tmp_path_factory.mktemp("sessions")
     port = free_port()
-    config = stack_config(port, tmp, postgres_dsn)
+    config = stack_config(port, tmp, postgres_dsn, redis_url)
     deploy_config(config, source="local.yaml + test apps", timeout_s=900)
     smol = next(a for a in local_config()["applications"] if a["name"] == "llm")
     return Stack(

@@ -10,9 +10,9 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 
 from runtime.agents.chat_model import ServeChatModel
-from runtime.agents.errors import ModelCallError
 from runtime.agents.tools import calculator
 from runtime.config.agents import ServeLLM
+from runtime.errors import ModelCallError
 from tests.support.stack import Stack
 
 

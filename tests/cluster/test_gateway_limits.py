@@ -1,4 +1,4 @@
-"""Rate limits of the gateway (``runtime.gateway.ratelimit``) shared through the
+"""Rate limits of the gateway (``runtime.routing.limits``) shared through the
 session's real Redis on loopback: two limiters stand for two gateway replicas (in
 memory: tests/unit/test_gateway_limits.py; two real replicas:
 tests/cluster/test_gateway_routing.py)."""
@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from runtime.config.gateway import RateLimitConfig
-from runtime.gateway.ratelimit import Limiter, RateLimitedError
+from runtime.errors import RateLimitError
+from runtime.routing.limits import Limiter
 
 
 def _limits(**data: Any) -> RateLimitConfig:
@@ -30,11 +31,11 @@ def test_redis_shares_the_limits(redis_url: str, monkeypatch: pytest.MonkeyPatch
             try:
                 await (one if i % 2 else two).admit("shared", f"k{i}")
                 admitted.append(True)
-            except RateLimitedError:
+            except RateLimitError:
                 admitted.append(False)
         await one.charge("other-shared", "k", 10)
         await two.charge("shared", "k", 50)
-        with pytest.raises(RateLimitedError, match="token"):
+        with pytest.raises(RateLimitError, match="token"):
             await one.admit_tokens("shared")
         return admitted
 

@@ -48,8 +48,11 @@ GATEWAY_KEYS = [
     {"id": "e", "tenant": "tenant-e", "sha256": key_hash(KEY_THREE_PER_MINUTE)},
     {"id": "f", "tenant": "tenant-f", "sha256": key_hash(KEY_FEW_TOKENS)},
 ]
-#: The main gateway counts in memory (one replica); tests/cluster/test_gateway_routing.py
-#: deploys a second gateway with two replicas counting in Redis.
+#: The main gateway and the agents' routers count in one Redis (LIMITS_REDIS_ENV in
+#: their replicas' environment), as the shipped gpu.yaml does: a tenant's own calls and
+#: its agents' calls spend one token budget. tests/cluster/test_gateway_routing.py
+#: deploys a second gateway with two replicas counting in Redis too.
+LIMITS_REDIS_ENV = "RUNTIME_TEST_LIMITS_REDIS_URL"
 GATEWAY_LIMITS = {
     "tenants": {"tenant-d": {"concurrency": 1}, "tenant-f": {"tokens_per_minute": 1}},
     "keys": {"e": {"requests_per_minute": 3}},
@@ -347,9 +350,10 @@ def local_config() -> dict[str, Any]:
     return config
 
 
-def stack_config(port: int, tmp: Path, pg_dsn: str) -> dict[str, Any]:
+def stack_config(port: int, tmp: Path, pg_dsn: str, redis_url: str) -> dict[str, Any]:
     """The test stack: local.yaml on ``port`` with traces, the tiny model, the scripted
-    agents and the test applications (sessions in ``tmp``, the `pg` app on ``pg_dsn``)."""
+    agents and the test applications (sessions in ``tmp``, the `pg` app on ``pg_dsn``,
+    the limits of the gateway and the agents in ``redis_url``)."""
     config = local_config()
     config["http_options"]["port"] = port
     config["tracing_config"] = TRACING
@@ -377,6 +381,16 @@ def stack_config(port: int, tmp: Path, pg_dsn: str) -> dict[str, Any]:
     planner = next(a for a in agents["args"]["agents"] if a["name"] == "planner")
     planner["scenario"] = "support"
     gateway["args"]["auth"]["keys"] = GATEWAY_KEYS
-    gateway["args"]["rate_limits"] = GATEWAY_LIMITS
+    limits = {**GATEWAY_LIMITS, "storage_url_env": LIMITS_REDIS_ENV}
+    gateway["args"]["rate_limits"] = limits
     gateway["args"]["agent_apps"].append("narrow")
+    # The agents route with the gateway's table and limits (local.yaml shares the table
+    # through a YAML anchor; here both are set explicitly).
+    agents["args"]["router"] = {
+        "models": copy.deepcopy(gateway["args"]["models"]),
+        "rate_limits": limits,
+    }
+    for app in (gateway, agents):
+        options = app["deployments"][0].setdefault("ray_actor_options", {})
+        options["runtime_env"] = {"env_vars": {LIMITS_REDIS_ENV: redis_url}}
     return config

@@ -151,12 +151,24 @@ def _app(config: dict, name: str) -> dict:
             "agent_apps: application 'llm' is not built by runtime.apps:build_agent_app",
         ),
         (
-            lambda c: _app(c, "agents")["args"]["agents"][0]["llm"].update(gateway="gatway"),
+            # An agent application without a router names its model's application.
+            lambda c: (
+                _app(c, "agents")["args"].pop("router"),
+                _app(c, "agents")["args"]["agents"][0]["llm"].update(app="gatway"),
+            ),
             "agent 'assistant': no application named 'gatway'",
         ),
         (
             lambda c: _app(c, "agents")["args"]["agents"][1]["llm"].update(model="gpt-9"),
-            "agent 'planner': the gateway 'gateway' has no model 'gpt-9'",
+            "agent 'planner': the router has no model 'gpt-9'",
+        ),
+        (
+            lambda c: _app(c, "agents")["args"]["agents"][1]["llm"].update(app="llm"),
+            "agent 'planner': `app` and `deployment` are for applications without a `router`",
+        ),
+        (
+            lambda c: _app(c, "agents")["args"]["router"]["models"][0].update(app="lm"),
+            "application 'agents': model 'smollm2-135m-instruct': no application named 'lm'",
         ),
         (
             lambda c: _app(c, "gateway")["args"]["models"].append(

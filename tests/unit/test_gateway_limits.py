@@ -1,4 +1,4 @@
-"""Rate limits of the gateway (``runtime.gateway.ratelimit``) in memory (shared through a
+"""Rate limits of the gateway (``runtime.routing.limits``) in memory (shared through a
 real Redis on loopback: tests/cluster/test_gateway_limits.py; with two real replicas:
 tests/cluster/test_gateway_routing.py)."""
 
@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from runtime.config.gateway import GatewayAppConfig, RateLimitConfig
-from runtime.gateway.ratelimit import Limiter, LimiterUnavailableError, RateLimitedError
+from runtime.errors import LimiterUnavailableError, RateLimitError
+from runtime.routing.limits import Limiter
 from tests.support.net import free_port
 
 
@@ -26,11 +27,11 @@ def test_requests_per_minute_per_key_and_tenant() -> None:
     async def main() -> None:
         await limiter.admit("t", "k1")
         await limiter.admit("t", "k1")
-        with pytest.raises(RateLimitedError, match="key: 2 requests per minute") as err:
+        with pytest.raises(RateLimitError, match="key: 2 requests per minute") as err:
             await limiter.admit("t", "k1")
         assert 1 <= err.value.retry_after <= 60
         await limiter.admit("t", "k2")  # another key of the tenant: the tenant's third
-        with pytest.raises(RateLimitedError, match="tenant: 3 requests per minute"):
+        with pytest.raises(RateLimitError, match="tenant: 3 requests per minute"):
             await limiter.admit("t", "k3")
         await limiter.admit("other", "k4")  # other tenants are not affected
 
@@ -45,10 +46,10 @@ def test_tokens_are_charged_after_and_refuse_when_spent() -> None:
         await limiter.charge("t", "k", 60)
         await limiter.admit("t", "k")  # 40 left: admitted
         await limiter.charge("t", "k", 60)  # one reply may overshoot
-        with pytest.raises(RateLimitedError, match="100 LLM tokens per minute") as err:
+        with pytest.raises(RateLimitError, match="100 LLM tokens per minute") as err:
             await limiter.admit("t", "k")
         assert 1 <= err.value.retry_after <= 60
-        with pytest.raises(RateLimitedError):
+        with pytest.raises(RateLimitError):
             await limiter.admit_tokens("t")  # an agent's LLM call too
         await limiter.admit("t", "k", uses_llm=False)  # a request without LLM calls passes
         await limiter.admit("u", "k")
@@ -67,10 +68,10 @@ def test_overrides_per_tenant_and_key() -> None:
 
     async def main() -> None:
         await limiter.admit("small", "a")
-        with pytest.raises(RateLimitedError, match="tenant"):
+        with pytest.raises(RateLimitError, match="tenant"):
             await limiter.admit("small", "b")
         await limiter.admit("big", "tiny-key")
-        with pytest.raises(RateLimitedError, match="key"):
+        with pytest.raises(RateLimitError, match="key"):
             await limiter.admit("big", "tiny-key")
 
     asyncio.run(main())
@@ -80,7 +81,7 @@ def test_concurrency_per_tenant() -> None:
     limiter = Limiter(_limits(per_tenant={"concurrency": 2}))
     limiter.acquire("t")
     limiter.acquire("t")
-    with pytest.raises(RateLimitedError, match="2 requests in flight"):
+    with pytest.raises(RateLimitError, match="2 requests in flight"):
         limiter.acquire("t")
     limiter.acquire("u")
     limiter.release("t")
@@ -106,7 +107,7 @@ def test_providers_quota() -> None:
 
     async def main() -> None:
         await limiter.provider_admit("p")
-        with pytest.raises(RateLimitedError, match="provider 'p'"):
+        with pytest.raises(RateLimitError, match="provider 'p'"):
             await limiter.provider_admit("p")
         await limiter.provider_admit("unlimited")
 

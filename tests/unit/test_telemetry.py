@@ -15,12 +15,13 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from runtime.agents.errors import InvalidInputError
+from runtime import context
 from runtime.agents.service import AgentService
 from runtime.config.agents import AgentAppConfig
 from runtime.config.errors import ConfigError
 from runtime.config.serve_file import check_serve_config
-from runtime.llm.errors import LLMError
+from runtime.context import CallContext
+from runtime.errors import InvalidInputError, LLMError
 from runtime.telemetry import logs, tracing
 from runtime.telemetry.redact import MASK, Redactor, content, secret_values
 from tests.support.spans import fresh as fresh_spans
@@ -173,7 +174,7 @@ def test_every_log_record_is_redacted_and_names_tenant_and_trace(spans: Any) -> 
     third_party.propagate = False
     try:
         with tracing.span("request") as span:
-            logs.bind_tenant("tenant-a")
+            context.bind(CallContext(tenant="tenant-a"))
             third_party.warning("calling with %s for %s", f"Bearer {KEY}", "acct-12345678")
             try:
                 raise RuntimeError(f"upstream said: Incorrect API key provided: {KEY}")

@@ -1,0 +1,150 @@
+"""The LLM router's own decisions, in-process (no Ray): which model answers, what is
+admitted, charged and counted, what a stream shows. Its targets here are in-memory
+stand-ins for a model (named as such); the real targets are exercised on the cluster
+(tests/cluster/test_gateway_routing.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from runtime.config.router import RouterConfig
+from runtime.context import CallContext
+from runtime.errors import LLMError, ModelUnavailableError, RateLimitError
+from runtime.providers.fallback import FallbackChain
+from runtime.routing import Limiter, LLMRouter
+
+CTX = CallContext(tenant="acme", agent="assistant", scenario="support")
+
+
+class StandInModel:
+    """Answers like a model would (a stand-in: fixed text and usage), or is unavailable."""
+
+    def __init__(self, name: str, up: bool = True) -> None:
+        self.name = name
+        self.up = up
+        self.calls = 0
+
+    def _reply(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "choices": [{"message": {"role": "assistant", "content": "hi"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+        }
+
+    async def call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        if not self.up:
+            raise ModelUnavailableError(f"the model `{self.name}` is unavailable now")
+        return self._reply()
+
+    async def stream(self, method: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self.calls += 1
+        if not self.up:
+            raise ModelUnavailableError(f"the model `{self.name}` is unavailable now")
+        for word in ("hel", "lo"):
+            yield {"model": self.name, "choices": [{"delta": {"content": word}}]}
+        if body.get("stream_options", {}).get("include_usage"):
+            yield {"model": self.name, "choices": [], "usage": self._reply()["usage"]}
+
+
+class Counted:
+    """Records what the router meters (the real counters need Ray's metrics export)."""
+
+    def __init__(self) -> None:
+        self.charged: list[tuple[str, Any, int]] = []
+        self.used: list[tuple[CallContext, str, int, int]] = []
+
+    def charged_(self, tenant: str, model: Any, tokens: int) -> None:
+        self.charged.append((tenant, model, tokens))
+
+    def used_(self, ctx: CallContext, model: str, i: int, o: int, price: Any) -> None:
+        self.used.append((ctx, model, i, o))
+
+
+def _router(
+    limits: dict[str, Any] | None = None, primary_up: bool = True
+) -> tuple[LLMRouter, Counted, StandInModel, StandInModel]:
+    config = RouterConfig.model_validate(
+        {
+            "models": [{"name": "a", "fallback": ["b"]}, {"name": "b"}],
+            "rate_limits": limits or {},
+        }
+    )
+    counted = Counted()
+    metrics: Any = type(
+        "M", (), {"charged": staticmethod(counted.charged_), "used": staticmethod(counted.used_)}
+    )()
+    router = LLMRouter(config, Limiter(config.rate_limits), metrics=metrics)
+    a, b = StandInModel("a", up=primary_up), StandInModel("b")
+    router.chains = {"a": FallbackChain([a, b]), "b": FallbackChain([b])}
+    return router, counted, a, b
+
+
+def test_the_model_answers_and_its_usage_is_counted_for_the_context() -> None:
+    router, counted, a, b = _router()
+    reply = asyncio.run(router.call(CTX, "chat", {"model": "a", "messages": []}))
+    assert reply["model"] == "a" and (a.calls, b.calls) == (1, 0)
+    assert counted.charged == [("acme", "a", 5)]
+    assert counted.used == [(CTX, "a", 3, 2)]
+
+
+def test_an_unavailable_model_falls_back_and_the_reply_names_who_answered() -> None:
+    router, counted, a, b = _router(primary_up=False)
+    reply = asyncio.run(router.call(CTX, "chat", {"model": "a", "messages": []}))
+    assert reply["model"] == "b" and (a.calls, b.calls) == (1, 1)
+    assert counted.used == [(CTX, "b", 3, 2)]
+
+
+def test_an_unknown_model_is_a_404_naming_the_field() -> None:
+    router, *_ = _router()
+    with pytest.raises(LLMError) as err:
+        asyncio.run(router.call(CTX, "chat", {"model": "nope"}))
+    assert (err.value.status, err.value.type, err.value.param) == (404, "NotFoundError", "model")
+    with pytest.raises(LLMError, match="`model` is required"):
+        asyncio.run(router.call(CTX, "chat", {}))
+
+
+def test_spent_tokens_refuse_the_next_call_and_nothing_reaches_the_model() -> None:
+    router, counted, a, _ = _router({"per_tenant": {"tokens_per_minute": 4}})
+
+    async def two() -> None:
+        await router.call(CTX, "chat", {"model": "a"})  # admitted (0 of 4), charged 5
+        with pytest.raises(RateLimitError, match="token limit of the tenant") as err:
+            await router.call(CTX, "chat", {"model": "a"})
+        assert err.value.retry_after >= 1
+
+    asyncio.run(two())
+    assert a.calls == 1 and counted.charged == [("acme", "a", 5)]
+
+
+def test_a_stream_hides_its_usage_unless_asked_and_is_charged_when_it_ends() -> None:
+    router, counted, *_ = _router()
+
+    async def drain(body: dict[str, Any]) -> list[dict[str, Any]]:
+        return [c async for c in router.stream(CTX, "chat", {"model": "a", **body})]
+
+    plain = asyncio.run(drain({}))
+    assert [c["choices"][0]["delta"]["content"] for c in plain] == ["hel", "lo"]
+    asked = asyncio.run(drain({"stream_options": {"include_usage": True}}))
+    assert asked[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2}
+    assert counted.charged == [("acme", "a", 5), ("acme", "a", 5)]
+    with pytest.raises(LLMError, match="stream_options"):
+        asyncio.run(drain({"stream_options": "yes"}))
+
+
+def test_a_stream_closed_early_still_counts_its_answer() -> None:
+    """Its usage chunk never came: the answer is counted, its tokens (unknown) are not."""
+    router, counted, *_ = _router()
+
+    async def first_only() -> None:
+        stream = router.stream(CTX, "chat", {"model": "a"})
+        await anext(stream)
+        await stream.aclose()
+
+    asyncio.run(first_only())
+    assert counted.charged == [("acme", "a", 0)]
+    assert counted.used == [(CTX, "a", 0, 0)]
