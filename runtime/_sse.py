@@ -1,13 +1,31 @@
-"""Server-sent events: lines end at ``\\n`` (``\\r\\n``) only.
+"""Server-sent events, both ways: encoding the gateway's streams, parsing the
+streams of providers, of vLLM's layer and of the gateway (the SDK).
 
-``str.splitlines`` (and httpx's ``aiter_lines``, which follows it) also breaks at
-U+2028, U+0085, ``\\x1c`` and others, which JSON leaves unescaped inside strings: a
-model that generates one would cut its chunk in two and break the stream.
+Lines end at ``\\n`` (``\\r\\n``) only. ``str.splitlines`` (and httpx's
+``aiter_lines``, which follows it, and so ``httpx-sse``) also breaks at U+2028,
+U+0085, ``\\x1c`` and others, which JSON leaves unescaped inside strings: a model
+that generates one would cut its chunk in two and break the stream. That is why
+this module parses the lines itself rather than using ``httpx-sse``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from typing import Any
+
+#: The last event of an OpenAI stream.
+DONE = "data: [DONE]\n\n"
+
+
+def encode(data: Any) -> str:
+    """One ``data:`` event of a JSON value (compact: no spaces)."""
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def event(type: str, data_json: str) -> str:
+    """One named event whose data is JSON text already."""
+    return f"event: {type}\ndata: {data_json}\n\n"
 
 
 async def lines(texts: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -20,6 +38,20 @@ async def lines(texts: AsyncIterator[str]) -> AsyncIterator[str]:
             yield line.removesuffix("\r")
     if buffer:
         yield buffer.removesuffix("\r")
+
+
+async def payloads(texts: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The data of each event of a text stream (its ``data:`` lines joined by ``\\n``);
+    an event ends at a blank line, or at the end of the stream."""
+    data: list[str] = []
+    async for line in lines(texts):
+        if line.startswith("data:"):
+            data.append(line[len("data:") :].removeprefix(" "))
+        elif not line and data:
+            yield "\n".join(data)
+            data = []
+    if data:
+        yield "\n".join(data)
 
 
 def data(event: str) -> list[str]:

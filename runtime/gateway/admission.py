@@ -1,0 +1,67 @@
+"""What every authenticated request passes first: its key, its limits, its body.
+
+``Caller`` (a FastAPI dependency) authenticates the request, binds its
+:class:`~runtime.context.CallContext` (the tenant of everything it does here) and
+counts it against the key's and the tenant's limits; routes that spend LLM tokens
+are also refused while the tenant's or key's tokens are spent. Bodies are read with
+a size limit before they are parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from runtime import context
+from runtime.context import CallContext
+from runtime.errors import InvalidInputError, LLMError, RequestTooLargeError
+from runtime.gateway.auth import Principal
+
+#: Routes that spend LLM tokens: refused while the caller's tokens are spent.
+_LLM_PATHS = ("/completions", "/invoke", "/stream")
+
+
+async def _principal(request: Request) -> Principal:
+    gateway: Any = request.app.state.gateway
+    caller: Principal = await gateway.auth.authenticate(request.headers.get("authorization"))
+    request.state.tenant = caller.tenant
+    context.bind(CallContext(tenant=caller.tenant, key_id=caller.key_id))
+    uses_llm = request.url.path.endswith(_LLM_PATHS)
+    await gateway.limiter.admit(caller.tenant, caller.key_id, uses_llm=uses_llm)
+    return caller
+
+
+Caller = Annotated[Principal, Depends(_principal)]
+
+
+async def json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The request's JSON object, read up to ``limit`` bytes (413 beyond)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLargeError(f"the request body is over {limit} bytes")
+    raw = bytearray()
+    async for part in request.stream():
+        raw += part
+        if len(raw) > limit:
+            raise RequestTooLargeError(f"the request body is over {limit} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise LLMError("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise LLMError("the request body must be a JSON object")
+    return body
+
+
+def has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    chunked = "chunked" in request.headers.get("transfer-encoding", "")
+    return bool(length and length != "0") or chunked
+
+
+def only_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(body) - allowed
+    if unknown:
+        raise InvalidInputError(f"unknown field(s): {', '.join(sorted(unknown))}")
