@@ -186,8 +186,8 @@ class TimedCheckpointer(BaseCheckpointSaver):  # type: ignore[type-arg]
 
     def __init__(
         self,
-        inner: BaseCheckpointSaver,
-        metrics: AgentMetrics,  # type: ignore[type-arg]
+        inner: BaseCheckpointSaver,  # type: ignore[type-arg]
+        metrics: AgentMetrics,
         agent: str,
     ) -> None:
         super().__init__(serde=inner.serde)

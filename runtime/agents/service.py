@@ -3,67 +3,51 @@
 ``AgentService`` is what each ``AgentServer`` replica runs; tests and benchmarks
 also run it in-process. One instance hosts any number of sessions: a session is a
 row in the store plus a LangGraph thread in the checkpointer, so any replica can
-serve any session, and nothing about it lives only in a replica's memory.
+serve any session, and nothing about it lives only in a replica's memory. A turn
+runs in ``runtime.agents.turn`` (events: ``events``, outcomes: ``outcomes``) under
+its session's lease (``leases``); its LLM calls go through this application's LLM
+router (``runtime.routing``) under the turn's call context.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
-from langchain_core.outputs import LLMResult
-from langgraph.errors import GraphRecursionError
 
-from runtime.agents.chat_model import UsageLabels, chat_model, current_tenant, current_usage
+from runtime import context
+from runtime.agents import outcomes
+from runtime.agents.chat_model import chat_model
 from runtime.agents.definitions import build_context, build_graph
-from runtime.agents.errors import (
-    AgentError,
+from runtime.agents.leases import Leases
+from runtime.agents.metrics import AgentMetrics, TimedCheckpointer
+from runtime.agents.protocol import Message, RunEvent, RunResult, SessionInfo
+from runtime.agents.repair import INTERRUPTED_TOOL, to_message
+from runtime.agents.store import SessionRow, SessionStore, open_store
+from runtime.agents.turn import Agent, Execution, Turn, execute
+from runtime.config.agents import AgentAppConfig, LLMRef
+from runtime.context import CallContext
+from runtime.errors import (
     AgentNotFoundError,
-    BudgetExceededError,
+    APIError,
     InvalidInputError,
-    RunCancelledError,
     RunFailedError,
-    SessionBusyError,
     SessionExistsError,
     SessionNotFoundError,
 )
-from runtime.agents.metrics import AgentMetrics, StageTimer, TimedCheckpointer
-from runtime.agents.protocol import (
-    Message,
-    RunEvent,
-    RunResult,
-    SessionInfo,
-    ToolCall,
-    ToolResult,
-    Usage,
-)
-from runtime.agents.store import SessionRow, SessionStore, open_store
-from runtime.config.agents import AgentAppConfig, AgentSpec, Budgets, LLMRef
-from runtime.telemetry import logs, tracing
+from runtime.routing import LLMRouter
+from runtime.telemetry import tracing
 from runtime.telemetry.redact import content, content_allowed
 
-logger = logging.getLogger("ray.serve")
+__all__ = ["INTERRUPTED_TOOL", "AgentService", "check_id", "check_tenant"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
-INTERRUPTED_TOOL = "Error: the turn ended before this tool call finished."
 
 
 def check_id(value: str, what: str) -> str:
@@ -78,55 +62,8 @@ def check_tenant(tenant: str) -> str:
     """A well-formed tenant id, which then names the tenant of this request's logs."""
     if not isinstance(tenant, str) or not _TENANT.match(tenant):
         raise InvalidInputError("the tenant id is malformed")
-    logs.bind_tenant(tenant)
+    context.bind(CallContext(tenant=tenant))
     return tenant
-
-
-@dataclass
-class _Agent:
-    spec: AgentSpec
-    graph: Any
-
-
-@dataclass
-class _Turn:
-    run_id: str
-    session_id: str
-    agent: str = ""
-    tenant: str = ""
-    events: asyncio.Queue[RunEvent | None] = field(default_factory=asyncio.Queue)
-    task: asyncio.Task[None] | None = None
-    reason: str | None = None
-    finished: bool = False  # past the graph: releasing the lease, cancels come too late
-
-    def cancel(self, reason: str) -> None:
-        if self.task is not None and not self.task.done() and not self.finished:
-            self.reason = self.reason or reason
-            self.task.cancel()
-
-
-class _TokenBudget(AsyncCallbackHandler):
-    """Counts every LLM call's tokens in a run, whatever node makes it."""
-
-    raise_error = True
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.usage = Usage()
-
-    async def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        for generations in response.generations:
-            for gen in generations:
-                meta = getattr(getattr(gen, "message", None), "usage_metadata", None)
-                if meta:
-                    self.usage = Usage(
-                        input_tokens=self.usage.input_tokens + meta["input_tokens"],
-                        output_tokens=self.usage.output_tokens + meta["output_tokens"],
-                    )
-        if self.usage.total_tokens > self.limit:
-            raise BudgetExceededError(
-                f"the run used {self.usage.total_tokens} tokens, over its budget of {self.limit}"
-            )
 
 
 class AgentService:
@@ -143,35 +80,41 @@ class AgentService:
         self,
         config: AgentAppConfig,
         store: SessionStore,
-        agents: dict[str, _Agent],
+        agents: dict[str, Agent],
         metrics: AgentMetrics | None = None,
+        router: LLMRouter | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self._agents = agents
-        self._turns: dict[str, _Turn] = {}
-        self._queued = 0  # turns waiting in _acquire for a busy session
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._turns: dict[str, Turn] = {}
+        self._queued = 0  # turns waiting for a busy session
         self.metrics = metrics or AgentMetrics.for_replica()
+        self.leases = Leases(store, config.sessions, self._turns, self._cancel)
+        self.router = router
 
     @classmethod
     async def open(
         cls,
         config: AgentAppConfig,
-        model_factory: Callable[[LLMRef], BaseChatModel] = chat_model,
+        model_factory: Callable[[LLMRef], BaseChatModel] | None = None,
     ) -> AgentService:
+        """``model_factory``: the chat model of an agent's ``llm`` (by default on this
+        application's router, one made from ``config.router``)."""
+        router = LLMRouter(config.router) if config.router is not None else None
+        factory = model_factory or (lambda llm: chat_model(llm, router))
         store = await open_store(config.sessions.store)
         metrics = AgentMetrics.for_replica()
         try:
             agents = {}
             for spec in config.agents:
                 checkpointer = TimedCheckpointer(store.checkpointer, metrics, spec.name)
-                ctx = build_context(spec, model_factory(spec.llm), checkpointer)
-                agents[spec.name] = _Agent(spec, build_graph(ctx))
+                ctx = build_context(spec, factory(spec.llm), checkpointer)
+                agents[spec.name] = Agent(spec, build_graph(ctx))
         except Exception:
             await store.close()
             raise
-        return cls(config, store, agents, metrics)
+        return cls(config, store, agents, metrics, router)
 
     async def close(self) -> None:
         for turn in list(self._turns.values()):
@@ -179,8 +122,9 @@ class AgentService:
         tasks = [t.task for t in self._turns.values() if t.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        self.leases.stop()
+        if self.router is not None:
+            await self.router.aclose()
         await self.store.close()
 
     def _count_running(self, agent: str) -> None:
@@ -195,7 +139,7 @@ class AgentService:
     def agent_names(self) -> list[str]:
         return list(self._agents)
 
-    def _agent(self, name: str) -> _Agent:
+    def _agent(self, name: str) -> Agent:
         agent = self._agents.get(name)
         if agent is None:
             raise AgentNotFoundError(f"no agent named {name!r} in this application")
@@ -250,7 +194,7 @@ class AgentService:
         graph = self._agents[agent].graph
         state = await graph.aget_state({"configurable": {"thread_id": session_id}})
         messages = (state.values or {}).get("messages", [])
-        return [m for m in map(_message, messages) if m is not None]
+        return [m for m in map(to_message, messages) if m is not None]
 
     async def cancel(self, tenant: str, agent: str, session_id: str) -> bool:
         """Cancel the session's running turn, on whichever replica runs it."""
@@ -273,7 +217,7 @@ class AgentService:
             if event.type == "final" and event.result is not None:
                 return event.result
             if event.type == "error" and event.error is not None:
-                raise AgentError.from_body({"error": event.error}, 500)
+                raise APIError.from_body({"error": event.error}, 500)
         raise RunFailedError("the run ended without a result")
 
     async def stream(
@@ -286,7 +230,7 @@ class AgentService:
 
     async def start(
         self, tenant: str, agent: str, session_id: str, text: str, *, stream_tokens: bool = True
-    ) -> _Turn:
+    ) -> Turn:
         """Validate, take the session (by the agent's busy policy) and start the run."""
         entry = self._agent(agent)
         if not isinstance(text, str) or not text.strip():
@@ -297,25 +241,22 @@ class AgentService:
                 f"{entry.spec.max_input_chars}"
             )
         await self._owned(tenant, agent, session_id)
-        turn = _Turn(run_id=uuid.uuid4().hex, session_id=session_id, agent=agent, tenant=tenant)
+        turn = Turn(run_id=uuid.uuid4().hex, session_id=session_id, agent=agent, tenant=tenant)
         self._queued += 1
         try:
-            await self._acquire(entry.spec, turn)
+            await self.leases.acquire(entry.spec, turn)
         finally:
             self._queued -= 1
         self._turns[turn.run_id] = turn
         self._count_running(agent)
-        context = contextvars.copy_context()  # the run's LLM calls count for its tenant
-        context.run(current_tenant.set, tenant)
-        context.run(current_usage.set, UsageLabels(agent, entry.spec.scenario))
-        turn.task = asyncio.create_task(
-            self._execute(entry, turn, text, stream_tokens), context=context
-        )
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.create_task(self._renew_leases())
+        run = contextvars.copy_context()  # the turn's LLM calls count for its tenant
+        run.run(context.bind, CallContext(tenant, agent, entry.spec.scenario))
+        work = self._execute(entry, turn, text, stream_tokens)
+        turn.task = asyncio.create_task(work, context=run)
+        self.leases.keep_alive()
         return turn
 
-    async def events(self, turn: _Turn) -> AsyncIterator[RunEvent]:
+    async def events(self, turn: Turn) -> AsyncIterator[RunEvent]:
         try:
             yield RunEvent(type="start", run_id=turn.run_id)
             while (event := await turn.events.get()) is not None:
@@ -323,49 +264,7 @@ class AgentService:
         finally:
             turn.cancel("the client stopped reading the run's events")
 
-    async def _acquire(self, spec: AgentSpec, turn: _Turn) -> None:
-        sessions = self.config.sessions
-        if await self.store.acquire(turn.session_id, turn.run_id, sessions.lease_ttl_s):
-            return
-        if spec.busy == "reject":
-            raise SessionBusyError(
-                "the session's previous turn is still running; retry when it ends, or cancel it"
-            )
-        if spec.busy == "interrupt":
-            await self._cancel(turn.session_id, "interrupted by a newer message")
-        deadline = time.monotonic() + spec.budgets.max_seconds
-        while not await self.store.acquire(turn.session_id, turn.run_id, sessions.lease_ttl_s):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise SessionBusyError(
-                    f"the session stayed busy for {spec.budgets.max_seconds:g} s, "
-                    "this agent's time budget; the message was not run"
-                )
-            local = [
-                t.task
-                for t in self._turns.values()
-                if t.session_id == turn.session_id and t.task is not None
-            ]
-            if local:  # the holder runs here: wake up as soon as it ends
-                await asyncio.wait(local, timeout=min(left, sessions.lease_ttl_s))
-            else:
-                await asyncio.sleep(min(left, sessions.poll_interval_s))
-
-    async def _renew_leases(self) -> None:
-        sessions = self.config.sessions
-        while self._turns:
-            await asyncio.sleep(sessions.poll_interval_s)
-            try:
-                stop = await self.store.renew(list(self._turns), sessions.lease_ttl_s)
-            except Exception as exc:  # keep renewing; the lease outlives a few misses
-                logger.warning("renewing session leases failed: %s", type(exc).__name__)
-                continue
-            for run_id in stop:
-                turn = self._turns.get(run_id)
-                if turn is not None:
-                    turn.cancel("the run was cancelled (by the client, or by a newer message)")
-
-    async def _execute(self, agent: _Agent, turn: _Turn, text: str, stream_tokens: bool) -> None:
+    async def _execute(self, agent: Agent, turn: Turn, text: str, stream_tokens: bool) -> None:
         """The turn in an ``agent.turn`` span (a child of the call that started it)."""
         attributes = {
             "runtime.agent": turn.agent,
@@ -377,195 +276,37 @@ class AgentService:
             "gen_ai.prompt": content(text) if content_allowed() else None,
         }
         with tracing.span("agent.turn", attributes):
-            await self._turn(agent, turn, text, stream_tokens)
+            done = await execute(agent, turn, text, stream_tokens, self.metrics)
+            # The session is free before the client hears the outcome, so that its next
+            # message never finds the session busy with the turn that just ended.
+            turn.finished = True
+            self._turns.pop(turn.run_id, None)
+            self._count_running(turn.agent)
+            self._report(turn, done)
+            await self.leases.release(turn)
+        turn.events.put_nowait(done.outcome)
+        turn.events.put_nowait(None)
 
-    async def _turn(self, agent: _Agent, turn: _Turn, text: str, stream_tokens: bool) -> None:
-        budgets: Budgets = agent.spec.budgets
-        started = time.monotonic()
-        tokens = _TokenBudget(budgets.max_tokens)
-        put = turn.events.put_nowait
-        config: dict[str, Any] = {
-            "configurable": {"thread_id": turn.session_id},
-            "recursion_limit": budgets.max_steps,
-            "callbacks": [tokens, StageTimer(self.metrics, agent.spec.name)],
-        }
-        steps, answer = 0, ""
-        calls: list[ToolCall] = []
-        results: list[ToolResult] = []
-        try:
-            async with asyncio.timeout(budgets.max_seconds):
-                repair = await _repair(agent.graph, config)
-                inputs = {"messages": [*repair, HumanMessage(text)]}
-                modes = ["updates", "messages"] if stream_tokens else ["updates"]
-                # Durability "sync": each step is in the store before the next starts, so
-                # a replica that dies loses at most the step it was running.
-                stream = agent.graph.astream(inputs, config, stream_mode=modes, durability="sync")
-                async for mode, chunk in stream:
-                    if mode == "messages":
-                        message, meta = chunk
-                        if isinstance(message, AIMessageChunk) and message.text:
-                            node = meta.get("langgraph_node")
-                            put(
-                                RunEvent(
-                                    type="token", run_id=turn.run_id, text=message.text, node=node
-                                )
-                            )
-                        continue
-                    for node, update in chunk.items():
-                        if node.startswith("__"):
-                            continue
-                        steps += 1
-                        for message in _update_messages(update):
-                            if isinstance(message, AIMessage):
-                                for c in message.tool_calls:
-                                    call = ToolCall(
-                                        id=c["id"] or "", name=c["name"], args=c["args"]
-                                    )
-                                    calls.append(call)
-                                    put(
-                                        RunEvent(
-                                            type="tool_call",
-                                            run_id=turn.run_id,
-                                            tool_call=call,
-                                            node=node,
-                                        )
-                                    )
-                                if not message.tool_calls:
-                                    answer = message.text
-                            elif isinstance(message, ToolMessage):
-                                result = ToolResult(
-                                    id=message.tool_call_id,
-                                    name=message.name or "",
-                                    content=message.text,
-                                    is_error=message.status == "error",
-                                )
-                                results.append(result)
-                                put(
-                                    RunEvent(
-                                        type="tool_result",
-                                        run_id=turn.run_id,
-                                        tool_result=result,
-                                        node=node,
-                                    )
-                                )
-                        put(RunEvent(type="step", run_id=turn.run_id, node=node, index=steps))
-            outcome = RunEvent(
-                type="final",
-                run_id=turn.run_id,
-                result=RunResult(
-                    session_id=turn.session_id,
-                    run_id=turn.run_id,
-                    answer=answer,
-                    steps=steps,
-                    usage=tokens.usage,
-                    tool_calls=calls,
-                    tool_results=results,
-                    elapsed_s=time.monotonic() - started,
-                ),
-            )
-        except asyncio.CancelledError:
-            reason = turn.reason or "the run was cancelled"
-            outcome = _error(turn, RunCancelledError(f"{reason}; completed steps are kept"))
-        except TimeoutError:
-            outcome = _error(
-                turn,
-                BudgetExceededError(
-                    f"the run took longer than its budget of {budgets.max_seconds:g} s; "
-                    "completed steps are kept"
-                ),
-            )
-        except GraphRecursionError:
-            outcome = _error(
-                turn,
-                BudgetExceededError(
-                    f"the run needed more than its budget of {budgets.max_steps} steps; "
-                    "completed steps are kept"
-                ),
-            )
-        except AgentError as err:
-            outcome = _error(turn, err)
-        except Exception as exc:
-            logger.exception("agent run failed (%s)", type(exc).__name__)
-            outcome = _error(
-                turn,
-                RunFailedError(
-                    f"the run failed ({type(exc).__name__}); the session continues from its "
-                    "last completed step"
-                ),
-            )
-        # The session is free before the client hears the outcome, so that its next
-        # message never finds the session busy with the turn that just ended.
-        turn.finished = True
-        self._turns.pop(turn.run_id, None)
-        self._count_running(turn.agent)
-        ended = "ok" if outcome.type == "final" else str((outcome.error or {}).get("type", "error"))
+    def _report(self, turn: Turn, done: Execution) -> None:
+        """The turn's metrics and its span's attributes."""
+        ended = outcomes.label(done.outcome)
+        usage, steps, answer = done.tokens.usage, done.transcript.steps, done.transcript.answer
         self.metrics.turn_ended(
             turn.agent,
             turn.tenant,
             ended,
-            time.monotonic() - started,
+            done.elapsed_s,
             steps,
-            tokens.usage.input_tokens,
-            tokens.usage.output_tokens,
+            usage.input_tokens,
+            usage.output_tokens,
         )
         tracing.annotate(
             {
                 "runtime.outcome": ended,
                 "runtime.steps": steps,
-                "gen_ai.usage.input_tokens": tokens.usage.input_tokens,
-                "gen_ai.usage.output_tokens": tokens.usage.output_tokens,
+                "gen_ai.usage.input_tokens": usage.input_tokens,
+                "gen_ai.usage.output_tokens": usage.output_tokens,
                 "gen_ai.completion": content(answer) if content_allowed() and answer else None,
             },
             error=None if ended == "ok" else ended,
         )
-        try:
-            await asyncio.shield(self.store.release(turn.session_id, turn.run_id))
-        except Exception as exc:  # the lease lapses on its own after lease_ttl_s
-            logger.warning("releasing a session lease failed: %s", type(exc).__name__)
-        put(outcome)
-        put(None)
-
-
-def _error(turn: _Turn, err: AgentError) -> RunEvent:
-    return RunEvent(type="error", run_id=turn.run_id, error=err.to_body()["error"])
-
-
-def _update_messages(update: Any) -> list[BaseMessage]:
-    if not isinstance(update, dict):
-        return []
-    messages = update.get("messages") or []
-    return [m for m in messages if isinstance(m, BaseMessage)]
-
-
-async def _repair(graph: Any, config: dict[str, Any]) -> list[ToolMessage]:
-    """Results for tool calls a previous turn left unanswered (cancelled, crashed, over
-    budget), so that the conversation stays valid for the model."""
-    state = await graph.aget_state(config)
-    if not state.next:
-        return []
-    messages = (state.values or {}).get("messages", [])
-    answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
-    return [
-        ToolMessage(INTERRUPTED_TOOL, tool_call_id=c["id"], name=c["name"], status="error")
-        for m in messages
-        if isinstance(m, AIMessage)
-        for c in m.tool_calls
-        if c["id"] not in answered
-    ]
-
-
-def _message(message: BaseMessage) -> Message | None:
-    if isinstance(message, HumanMessage):
-        return Message(role="user", content=message.text)
-    if isinstance(message, AIMessage):
-        calls = [
-            ToolCall(id=c["id"] or "", name=c["name"], args=c["args"]) for c in message.tool_calls
-        ]
-        return Message(role="assistant", content=message.text, tool_calls=calls)
-    if isinstance(message, ToolMessage):
-        return Message(
-            role="tool", content=message.text, tool_call_id=message.tool_call_id, name=message.name
-        )
-    if isinstance(message, SystemMessage):
-        return Message(role="system", content=message.text)
-    return None

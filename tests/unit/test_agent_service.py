@@ -11,14 +11,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from runtime.agents.errors import (
+from runtime.agents.service import INTERRUPTED_TOOL, AgentService
+from runtime.config.agents import AgentAppConfig
+from runtime.errors import (
     BudgetExceededError,
     RunCancelledError,
     SessionBusyError,
     SessionNotFoundError,
 )
-from runtime.agents.service import INTERRUPTED_TOOL, AgentService
-from runtime.config.agents import AgentAppConfig
 from tests.support.stack import scripted_agent
 
 T = TypeVar("T")

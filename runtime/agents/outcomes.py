@@ -1,0 +1,52 @@
+"""How a turn ended, as the error its client sees (completed steps are always kept)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from langgraph.errors import GraphRecursionError
+
+from runtime.agents.protocol import RunEvent
+from runtime.config.agents import Budgets
+from runtime.errors import (
+    APIError,
+    BudgetExceededError,
+    RunCancelledError,
+    RunFailedError,
+)
+
+logger = logging.getLogger("ray.serve")
+
+
+def failure(exc: BaseException, budgets: Budgets, reason: str | None) -> APIError:
+    """The error a turn that raised ``exc`` ends with (``reason``: why it was cancelled)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return RunCancelledError(f"{reason or 'the run was cancelled'}; completed steps are kept")
+    if isinstance(exc, TimeoutError):
+        return BudgetExceededError(
+            f"the run took longer than its budget of {budgets.max_seconds:g} s; "
+            "completed steps are kept"
+        )
+    if isinstance(exc, GraphRecursionError):
+        return BudgetExceededError(
+            f"the run needed more than its budget of {budgets.max_steps} steps; "
+            "completed steps are kept"
+        )
+    if isinstance(exc, APIError):
+        return exc
+    logger.error("agent run failed (%s)", type(exc).__name__, exc_info=exc)
+    return RunFailedError(
+        f"the run failed ({type(exc).__name__}); the session continues from its last completed step"
+    )
+
+
+def error_event(run_id: str, err: APIError) -> RunEvent:
+    return RunEvent(type="error", run_id=run_id, error=err.to_body()["error"])
+
+
+def label(outcome: RunEvent) -> str:
+    """The outcome's metrics label: ``ok``, or the error's type."""
+    if outcome.type == "final":
+        return "ok"
+    return str((outcome.error or {}).get("type", "error"))

@@ -1,0 +1,113 @@
+"""One turn of a session: the agent's graph run under its budgets, as run events.
+
+:func:`execute` runs the graph from the session's last checkpoint (repairing tool
+calls a previous turn left unanswered) and returns the turn's outcome: a ``final``
+event with the result, or an ``error`` event (cancelled, over a budget, failed). Its
+other events go to the turn's queue as they happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.messages import HumanMessage
+from langchain_core.outputs import LLMResult
+
+from runtime.agents import outcomes
+from runtime.agents.events import Transcript
+from runtime.agents.metrics import AgentMetrics, StageTimer
+from runtime.agents.protocol import RunEvent, Usage
+from runtime.agents.repair import repair
+from runtime.config.agents import AgentSpec
+from runtime.errors import BudgetExceededError
+
+
+@dataclass
+class Agent:
+    spec: AgentSpec
+    graph: Any
+
+
+@dataclass
+class Turn:
+    run_id: str
+    session_id: str
+    agent: str = ""
+    tenant: str = ""
+    events: asyncio.Queue[RunEvent | None] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    reason: str | None = None
+    finished: bool = False  # past the graph: releasing the lease, cancels come too late
+
+    def cancel(self, reason: str) -> None:
+        if self.task is not None and not self.task.done() and not self.finished:
+            self.reason = self.reason or reason
+            self.task.cancel()
+
+
+class TokenBudget(AsyncCallbackHandler):
+    """Counts every LLM call's tokens in a run, whatever node makes it."""
+
+    raise_error = True
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.usage = Usage()
+
+    async def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        for generations in response.generations:
+            for gen in generations:
+                meta = getattr(getattr(gen, "message", None), "usage_metadata", None)
+                if meta:
+                    self.usage = Usage(
+                        input_tokens=self.usage.input_tokens + meta["input_tokens"],
+                        output_tokens=self.usage.output_tokens + meta["output_tokens"],
+                    )
+        if self.usage.total_tokens > self.limit:
+            raise BudgetExceededError(
+                f"the run used {self.usage.total_tokens} tokens, over its budget of {self.limit}"
+            )
+
+
+@dataclass
+class Execution:
+    """What a turn did: its outcome event, and the figures its metrics report."""
+
+    outcome: RunEvent
+    transcript: Transcript
+    tokens: TokenBudget
+    elapsed_s: float
+
+
+async def execute(
+    agent: Agent, turn: Turn, text: str, stream_tokens: bool, metrics: AgentMetrics
+) -> Execution:
+    budgets = agent.spec.budgets
+    started = time.monotonic()
+    tokens = TokenBudget(budgets.max_tokens)
+    transcript = Transcript(turn.run_id, turn.events.put_nowait)
+    config: dict[str, Any] = {
+        "configurable": {"thread_id": turn.session_id},
+        "recursion_limit": budgets.max_steps,
+        "callbacks": [tokens, StageTimer(metrics, agent.spec.name)],
+    }
+    try:
+        async with asyncio.timeout(budgets.max_seconds):
+            inputs = {"messages": [*await repair(agent.graph, config), HumanMessage(text)]}
+            modes = ["updates", "messages"] if stream_tokens else ["updates"]
+            # Durability "sync": each step is in the store before the next starts, so a
+            # replica that dies loses at most the step it was running.
+            stream = agent.graph.astream(inputs, config, stream_mode=modes, durability="sync")
+            async for mode, chunk in stream:
+                transcript.add(mode, chunk)
+        elapsed = time.monotonic() - started
+        result = transcript.result(turn.session_id, tokens.usage, elapsed)
+        outcome = RunEvent(type="final", run_id=turn.run_id, result=result)
+    except (asyncio.CancelledError, Exception) as exc:
+        failure = outcomes.failure(exc, budgets, turn.reason)
+        outcome = outcomes.error_event(turn.run_id, failure)
+    return Execution(outcome, transcript, tokens, time.monotonic() - started)
