@@ -1,4 +1,4 @@
-"""Command line: ``python -m runtime run|check|keys|models``."""
+"""Command line: ``python -m runtime run|check|keys|kuberay|models|sessions``."""
 
 from __future__ import annotations
 
