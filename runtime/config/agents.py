@@ -235,7 +235,9 @@ class AgentAppConfig(StrictModel):
             llm = agent.llm
             if not isinstance(llm, ServeLLM) or self.router is None:
                 continue
-            if {"app", "deployment"} & llm.model_fields_set:
+            # (Compared with the defaults: a dumped config, as the builder passes its
+            # replicas, sets every field.)
+            if (llm.app, llm.deployment) != (names.LLM_APP, names.LLM_DEPLOYMENT):
                 raise ValueError(
                     f"agent {agent.name!r}: `app` and `deployment` are for applications "
                     "without a `router`; name a model of the router instead"

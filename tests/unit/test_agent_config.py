@@ -77,3 +77,14 @@ def test_unknown_agent_key_is_named_with_a_suggestion() -> None:
     agents["args"]["agents"][0]["system_promt"] = "typo"
     with pytest.raises(ConfigError, match=r"agents\[0\]\.system_promt"):
         check_serve_config(config, "typo.yaml")
+
+
+def test_the_shipped_agent_apps_survive_the_builders_dump() -> None:
+    """Builders pass their replicas ``model_dump(mode="json")``: it must validate again."""
+    for name in ("local.yaml", "gpu.yaml"):
+        config = yaml.safe_load((SERVE_CONFIGS / name).read_text())
+        for app in config["applications"]:
+            if app["import_path"] == "runtime.apps:build_agent_app":
+                parsed = AgentAppConfig.model_validate(app["args"])
+                again = AgentAppConfig.model_validate(parsed.model_dump(mode="json"))
+                assert again == parsed

@@ -163,7 +163,7 @@ def _app(config: dict, name: str) -> dict:
             "agent 'planner': the router has no model 'gpt-9'",
         ),
         (
-            lambda c: _app(c, "agents")["args"]["agents"][1]["llm"].update(app="llm"),
+            lambda c: _app(c, "agents")["args"]["agents"][1]["llm"].update(app="tiny"),
             "agent 'planner': `app` and `deployment` are for applications without a `router`",
         ),
         (
