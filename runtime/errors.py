@@ -105,11 +105,20 @@ class APIError(Exception):
         err = body.get("error", body) if isinstance(body, dict) else None
         if not isinstance(err, dict):
             return cls(f"HTTP {status}: {str(body)[:200]}", status)
-        kind = str(err.get("type") or cls.type)
-        code = int(err.get("status") or err.get("code") or status)
+        kind = str(err.get("type") or "InternalServerError")
+        try:
+            code = int(err.get("status") or err.get("code") or status)
+        except (TypeError, ValueError):  # OpenAI's `code` may be a string
+            code = status
         message = str(err.get("message", "unknown error"))
         known = APIError._by_type.get(kind)
-        if known is not None and (known.status == code or known is LLMError):
+        # Only a class of the kind asked for (a provider's "authentication_error" is the
+        # model's error, not the caller's), at its status (LLMError takes any).
+        if (
+            known is not None
+            and issubclass(known, cls)
+            and (known.status == code or known is LLMError)
+        ):
             return known._remake(message, code, kind, err.get("param"))
         return cls(message, code, kind, err.get("param"))
 
@@ -118,9 +127,19 @@ class APIError(Exception):
         return cls(message, status, type, param)
 
     @staticmethod
+    def cause(exc: BaseException) -> BaseException:
+        """The error a remote call raised: Ray re-raises it wrapped in a subclass of its
+        class and of ``RayTaskError``, whose class attributes (``status``, ``type``)
+        would hide the instance's own; the wrapper's ``cause`` holds the original."""
+        original = getattr(exc, "cause", None)
+        return original if isinstance(original, APIError) else exc
+
+    @staticmethod
     def plain(exc: APIError) -> APIError:
         """The runtime's own class of ``exc`` (Ray re-raises remote errors as subclasses
-        of theirs and of ``RayTaskError``)."""
+        of theirs and of ``RayTaskError``: see :meth:`cause`)."""
+        original = APIError.cause(exc)
+        exc = original if isinstance(original, APIError) else exc
         ours = (c for c in type(exc).__mro__ if c.__module__ == __name__)
         cls: _Class = next(ours, APIError)
         message = getattr(exc, "message", None) or (exc.args[0] if exc.args else str(exc))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -58,7 +59,8 @@ def annotate_usage(span: Any, usage: UsageMetadata | None) -> None:
 def model_error(exc: BaseException) -> APIError:
     """What an agent's failed LLM call raises in the turn (the message names the model's
     status and type, never its input)."""
-    if isinstance(exc, RateLimitError):
+    exc = APIError.cause(exc)  # a model replica's own error, not Ray's wrapper of it
+    if isinstance(exc, APIError) and exc.status == 429:
         return RateLimitError(f"the LLM call was refused: {exc.message}", exc.retry_after or 1)
     if isinstance(exc, APIError):
         return ModelCallError(f"the LLM call failed: {exc.status} {exc.type}: {exc.message}")
@@ -157,12 +159,13 @@ class ServeChatModel(BaseChatModel):
         # The span is current only while the call starts (Serve carries the current
         # context to the replica then); a generator must not hold a context across yields.
         span = tracing.start("llm.call", llm_span_attributes(self.model), kind=SpanKind.CLIENT)
-        with tracing.use(span):
-            stream = self.router.stream(context.current(), "chat", body)
-            first = asyncio.ensure_future(anext(stream, None))
+        stream = self.router.stream(context.current(), "chat", body)
         error: BaseException | None = None
         try:
-            chunk = await first
+            # The first step (admission, the handle call) in this task and under the
+            # span: the provider's deadline (asyncio.timeout_at) then covers the stream.
+            with tracing.use(span):
+                chunk = await anext(stream, None)
             while chunk is not None:
                 message = openai_format.chunk_message(chunk)
                 if message is not None:
@@ -189,8 +192,8 @@ def _run_sync(work: Coroutine[Any, Any, ChatResult]) -> ChatResult:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(work)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, work).result()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the tenant and trace go along
+        return pool.submit(contextvars.copy_context().run, asyncio.run, work).result()
 
 
 def chat_model(config: ServeLLM | ScriptedLLM, router: LLMRouter | None = None) -> BaseChatModel:

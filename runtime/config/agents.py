@@ -34,6 +34,17 @@ class ServeLLM(StrictModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, ge=1, description="Per LLM call.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_gateway(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "gateway" in data:
+            raise ValueError(
+                "`gateway` is gone: agents route their LLM calls themselves, in one hop; "
+                "give the agent application a `router:` with the gateway's `models` (and "
+                "`rate_limits`) and drop `gateway` (docs/gateway.md)"
+            )
+        return data
+
     def route(self) -> ModelRoute:
         """The direct route of an application without a router."""
         return ModelRoute(name=self.model, app=self.app, deployment=self.deployment)

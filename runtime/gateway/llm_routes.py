@@ -140,6 +140,8 @@ async def _frames(chunks: AsyncIterator[Any], release: Callable[[], None]) -> As
     except APIError as err:
         yield _sse.encode(LLMError(err.message, err.status, err.type, err.param).to_body())
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]  # the client went away: stop
-        release()
+        try:
+            await chunks.aclose()  # type: ignore[attr-defined]  # the client went away: stop
+        finally:
+            release()
     yield _sse.DONE

@@ -25,7 +25,7 @@ from ray.serve.exceptions import BackPressureError
 
 from runtime import _streams
 from runtime.config.router import ModelRoute
-from runtime.errors import LLMError, ModelUnavailableError, RateLimitError
+from runtime.errors import APIError, LLMError, ModelUnavailableError, RateLimitError
 from runtime.providers.client import ProviderClient
 from runtime.providers.fallback import Method
 from runtime.routing.limits import Limiter
@@ -127,6 +127,7 @@ class SelfHosted:
             raise self._unavailable("no running replica")
 
     def _mapped(self, exc: BaseException) -> BaseException:
+        exc = APIError.cause(exc)  # the replica's own error, not Ray's wrapper of it
         if isinstance(exc, LLMError):
             if exc.status == 503:
                 return self._unavailable(exc.message)

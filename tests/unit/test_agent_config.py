@@ -88,3 +88,8 @@ def test_the_shipped_agent_apps_survive_the_builders_dump() -> None:
                 parsed = AgentAppConfig.model_validate(app["args"])
                 again = AgentAppConfig.model_validate(parsed.model_dump(mode="json"))
                 assert again == parsed
+
+
+def test_an_agent_that_names_the_gateway_is_told_about_the_router() -> None:
+    with pytest.raises(ValueError, match=r"`gateway` is gone.*`router:`"):
+        AgentAppConfig.model_validate(_args(llm={"gateway": "gateway", "model": "m"}))

@@ -147,3 +147,14 @@ def test_the_call_context_is_bound_per_task() -> None:
     fresh = contextvars.Context()
     assert fresh.run(context.current).tenant == "default"
     assert fresh.run(context.bound) is None
+
+
+def test_a_models_errors_as_the_turn_sees_them() -> None:
+    from runtime.agents.chat_model import model_error
+    from runtime.errors import LLMError, ModelCallError, RateLimitError
+
+    limited = model_error(LLMError("slow down", 429, "RateLimitError"))
+    assert isinstance(limited, RateLimitError) and "refused: slow down" in limited.message
+    failed = model_error(LLMError("no such model", 404, "NotFoundError"))
+    assert isinstance(failed, ModelCallError) and "404 NotFoundError" in failed.message
+    assert model_error(KeyError("x")).message == "the LLM call failed: KeyError"

@@ -88,3 +88,33 @@ def test_plain_recovers_the_class_of_a_subclass() -> None:
 def test_messages_are_redacted() -> None:
     key = "sk-" + "a" * 40
     assert key not in LLMError(f"upstream said: bad key {key}").message
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        LLMError("no such model", 404, "NotFoundError", "model"),
+        RateLimitError("slow down", retry_after=7, limit="tokens"),
+        ModelUnavailableError("no replica"),
+    ],
+)
+def test_an_error_raised_through_ray_keeps_its_status_type_and_extras(err: APIError) -> None:
+    """Ray re-raises a replica's error as a subclass of its class and RayTaskError, whose
+    class attributes would hide the instance's own status and type."""
+    from ray.exceptions import RayTaskError
+
+    wrapped = RayTaskError("call", "Traceback ...", err).as_instanceof_cause()
+    assert isinstance(wrapped, type(err))
+    for copy in (APIError.plain(wrapped), APIError.from_remote(wrapped)):
+        assert type(copy) is type(err)
+        assert (copy.status, copy.type, copy.retry_after) == (err.status, err.type, err.retry_after)
+        assert getattr(copy, "limit", None) == getattr(err, "limit", None)
+    assert APIError.cause(wrapped) is err
+
+
+def test_a_providers_error_type_never_becomes_the_callers() -> None:
+    body = {"error": {"type": "authentication_error", "code": 401, "message": "bad key"}}
+    err = LLMError.from_body(body)
+    assert type(err) is LLMError and err.status == 401
+    no_type = LLMError.from_body({"error": {"message": "boom", "code": "oops"}}, 500)
+    assert (no_type.status, no_type.type) == (500, "InternalServerError")
