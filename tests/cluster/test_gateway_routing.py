@@ -208,7 +208,7 @@ def test_circuit_opens_and_the_fallback_answers(gw2: str) -> None:
     # No fallback: the provider's failures are a 503 with a clear body.
     with pytest.raises(openai.InternalServerError) as err:
         _chat(client, "ext-down-only")
-    assert err.value.status == 503 and "failed 2 attempt(s)" in str(err.value)
+    assert err.value.status_code == 503 and "failed 2 attempt(s)" in str(err.value)
     # Both gateway replicas trip their breaker (2 failures each), then it is open.
     messages = []
     for _ in range(6):
