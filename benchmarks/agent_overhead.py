@@ -62,21 +62,61 @@ TOOLS = ["runtime.agents.tools:calculator", "runtime.agents.tools:clock"]
 LLM_QUESTION = "What is 6 times 7?"
 
 
+TINY = "tiny-random"
+TINY_APP = {
+    "name": "tiny",
+    "route_prefix": None,
+    "import_path": "runtime.apps:build_llm_app",
+    "args": {
+        "model": {"source": "tiny-random", "served_name": TINY},
+        "engine": {"max_model_len": 512, "max_num_seqs": 8},
+        "num_cpus": 0.25,  # beside SmolLM2, the agents and the gateway on one 2-CPU node
+    },
+}
+
+
+def _routed(model: str, max_tokens: int) -> dict[str, Any]:
+    """An agent's `llm` through the runtime's router. The baseline tree (``--tree`` of an
+    older checkout, run for a before/after figure) names the gateway's router instead."""
+    from runtime.config.agents import ServeLLM
+
+    if "gateway" in ServeLLM.model_fields:  # before the straight request path
+        return {"gateway": "gateway", "model": model, "max_tokens": max_tokens}
+    return {"model": model, "max_tokens": max_tokens}
+
+
 def agent_specs() -> list[dict[str, Any]]:
+    """The agents the runtime hosts (their LLM calls through the router)."""
     local = yaml.safe_load((REPO / "serve_configs/local.yaml").read_text())
     apps = {a["name"]: a for a in local["applications"]}
     assistant = next(a for a in apps["agents"]["args"]["agents"] if a["name"] == "assistant")
-    assistant = {**assistant, "busy": "reject"}
+    assistant = {**assistant, "busy": "reject", "llm": _routed("smollm2-135m-instruct", 256)}
     scripted = {**assistant, "name": "scripted", "llm": SCRIPT}
-    return [assistant, scripted]
+    # One call of the tiny model a turn (~ms): the cost of the LLM call's path shows.
+    tiny = {**assistant, "name": "tiny", "llm": _routed(TINY, 8), "tools": []}
+    return [assistant, scripted, tiny]
+
+
+def in_process_specs() -> dict[str, dict[str, Any]]:
+    """The same agents for the in-process floor: the model's deployment by handle."""
+    specs = {s["name"]: dict(s) for s in agent_specs()}
+    specs["assistant"]["llm"] = {"app": "llm", "model": "smollm2-135m-instruct", "max_tokens": 256}
+    specs["tiny"]["llm"] = {"app": "tiny", "model": TINY, "max_tokens": 8}
+    return specs
 
 
 def stack_config(port: int, store: Path) -> dict[str, Any]:
     config = yaml.safe_load((REPO / "serve_configs/local.yaml").read_text())
     config["http_options"]["port"] = port
-    agents = next(a for a in config["applications"] if a["name"] == "agents")
-    agents["args"]["agents"] = agent_specs()
-    agents["args"]["sessions"] = {"store": {"kind": "sqlite", "path": str(store)}}
+    config["applications"].append(TINY_APP)
+    apps = {a["name"]: a for a in config["applications"]}
+    models = [{"name": "smollm2-135m-instruct", "app": "llm"}, {"name": TINY, "app": "tiny"}]
+    apps["gateway"]["args"]["models"] = models
+    agents = apps["agents"]["args"]
+    agents["agents"] = agent_specs()
+    agents["sessions"] = {"store": {"kind": "sqlite", "path": str(store)}}
+    if "router" in agents:
+        agents["router"] = {"models": models}
     return config
 
 
@@ -185,6 +225,12 @@ def main() -> int:
     parser.add_argument("--llm-turns", type=int, default=12, help="SmolLM2 turns per mode")
     parser.add_argument("--idle-sessions", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="the JSON of a run of another tree (e.g. before a change, run right before "
+        "this one on the same machine): the report compares the two, with a plot",
+    )
     ns = parser.parse_args()
 
     import ray
@@ -213,9 +259,10 @@ def main() -> int:
         deploy_config(stack_config(port, store), source="benchmark", timeout_s=900)
         handle = runtime.connect(app="agents")
         http = runtime.connect(f"http://127.0.0.1:{port}", api_key=key)
-        specs = {s["name"]: s for s in agent_specs()}
+        specs = in_process_specs()
         for scenario, agent, turns in (
             ("scripted", "scripted", ns.turns),
+            ("tiny", "tiny", ns.turns),
             ("smollm2", "assistant", ns.llm_turns),
         ):
             print(f"[{scenario}] warm-up", flush=True)
@@ -252,6 +299,9 @@ def main() -> int:
         serve.shutdown()
         ray.shutdown()
     ns.out.mkdir(parents=True, exist_ok=True)
+    if ns.baseline is not None:
+        results["baseline"] = json.loads(ns.baseline.read_text())
+        plot(results, ns.out / "agent_overhead.png")
     (ns.out / "agent_overhead.json").write_text(json.dumps(results, indent=2) + "\n")
     (ns.out / "agent_overhead.md").write_text(render(results))
     print(render(results))
@@ -273,10 +323,61 @@ def render(results: dict[str, Any]) -> str:
                 f"| {scenario} | {mode} | {m['steps_per_turn']} | {m['p50_ms']} | {m['p90_ms']} "
                 f"| {m.get('overhead_p50_ms', '-')} | {m.get('overhead_per_step_p50_ms', '-')} |"
             )
+    baseline = results.get("baseline")
+    if baseline:
+        lines += [
+            "",
+            "Against the baseline run (another tree, run just before this one; per-step "
+            "overhead over in-process, p50):",
+            "",
+            "| scenario | mode | baseline p50 ms | p50 ms | baseline per step ms | per step ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for scenario, mode, before, after in _pairs(results):
+            lines.append(
+                f"| {scenario} | {mode} | {before['p50_ms']} | {after['p50_ms']} "
+                f"| {before.get('overhead_per_step_p50_ms', '-')} "
+                f"| {after.get('overhead_per_step_p50_ms', '-')} |"
+            )
+        lines += ["", "![per-step overhead](agent_overhead.png)"]
     idle = results.get("idle_sessions")
     if idle:
         lines += ["", "Idle sessions:", "", "```", json.dumps(idle, indent=2), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _pairs(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(scenario, mode, baseline, this run) for each mode both runs measured."""
+    before = results["baseline"]["scenarios"]
+    return [
+        (scenario, mode, before[scenario][mode], m)
+        for scenario, modes in results["scenarios"].items()
+        for mode, m in modes.items()
+        if mode in before.get(scenario, {})
+    ]
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Per-step overhead over in-process, baseline against this run, by scenario/mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = [p for p in _pairs(results) if p[1] in ("handle", "http")]
+    labels = [f"{scenario}\n{mode}" for scenario, mode, _, _ in pairs]
+    before = [b.get("overhead_per_step_p50_ms", 0) for _, _, b, _ in pairs]
+    after = [a.get("overhead_per_step_p50_ms", 0) for _, _, _, a in pairs]
+    x = range(len(pairs))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar([i - 0.2 for i in x], before, 0.4, label="baseline")
+    ax.bar([i + 0.2 for i in x], after, 0.4, label="this run")
+    ax.set_xticks(list(x), labels)
+    ax.set_ylabel("overhead per step over in-process, p50 (ms)")
+    ax.set_title("Agent turn overhead per step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":
