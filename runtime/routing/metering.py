@@ -17,10 +17,18 @@ charged tokens: dashboards and alerts read it.)
 
 from __future__ import annotations
 
+import functools
+
 from ray.serve import metrics
 
 from runtime.config.telemetry import TokenPrice
 from runtime.context import CallContext
+
+
+@functools.cache
+def usage_metrics() -> UsageMetrics:
+    """This process's counters (one set, however many routers it runs)."""
+    return UsageMetrics()
 
 
 class UsageMetrics:

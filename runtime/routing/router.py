@@ -27,7 +27,7 @@ from runtime.errors import LLMError
 from runtime.providers.client import ProviderClient
 from runtime.providers.fallback import FallbackChain, Method
 from runtime.routing.limits import Limiter
-from runtime.routing.metering import UsageMetrics
+from runtime.routing.metering import UsageMetrics, usage_metrics
 from runtime.routing.targets import External, Handles, ReadyReplicas, SelfHosted, usage_of
 
 
@@ -65,7 +65,7 @@ class LLMRouter:
     ) -> None:
         self.config = config
         self.limiter = limiter or Limiter(config.rate_limits, config.providers)
-        self.metrics = metrics or UsageMetrics()
+        self.metrics = metrics or usage_metrics()
         self._prices = {m.name: m.price for m in config.models if m.price is not None}
         self._ready = ReadyReplicas(config.ready_refresh_s)
         self._handles = handles or Handles()
