@@ -18,6 +18,8 @@ external provider) behind a fault-injecting proxy.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.cluster)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed cluster test's report says how the machine was then: a test that waits
+    on a starved machine fails for the machine, and the report should say so."""
+    report = yield
+    if report.failed and item.path.is_relative_to(HERE):
+        report.sections.append(("machine at failure", _machine()))
+    return report
+
+
+def _machine() -> str:
+    import psutil
+
+    procs = list(psutil.process_iter(["pid", "name", "cmdline", "memory_info"]))
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.cpu_percent(None)
+    time.sleep(0.5)
+    rows = []
+    for p in procs:
+        try:
+            cmd = " ".join(p.info["cmdline"] or [p.info["name"] or "?"]).replace("\n", " ")[:100]
+            rows.append((p.cpu_percent(None), p.info["memory_info"].rss >> 20, p.pid, cmd))
+        except (psutil.Error, AttributeError):
+            pass
+    mem = psutil.virtual_memory()
+    lines = [
+        f"load average {psutil.getloadavg()}, memory available {mem.available >> 20} MiB"
+        f" of {mem.total >> 20} MiB, swap used {psutil.swap_memory().used >> 20} MiB",
+        "cpu% rss(MiB) pid command (top 12 by CPU over 0.5 s)",
+    ]
+    lines += [f"{c:5.0f} {r:6d} {pid} {cmd}" for c, r, pid, cmd in sorted(rows)[::-1][:12]]
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="session")

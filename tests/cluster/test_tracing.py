@@ -43,6 +43,13 @@ def _named(spans: list[Span], name: str) -> list[Span]:
     return found
 
 
+def _connected(spans: list[Span], root: str) -> bool:
+    """Every span's parent has arrived (or is ``root``, the client's span): each replica
+    and proxy sends its batches on its own schedule."""
+    ids = set(_by_id(spans)) | {root}
+    return all(s.parent_id in ids for s in spans)
+
+
 def _complete(spans: list[Span]) -> bool:
     """Every LLM call's span and its model replica's have arrived."""
     counts = [
@@ -75,7 +82,11 @@ def test_an_agent_turn_is_one_trace_from_the_clients_traceparent(client: httpx.C
     trace_id, client_span, headers = _traceparent()
     result = _turn(client, "scripted", "please add", headers)
     assert result["answer"] == "2+3=5"
-    spans = SPANS.wait_for(trace_id, {"agent.turn", "tool.call", "checkpoint.write"})
+    names = {"agent.turn", "tool.call", "checkpoint.write", "proxy_http_request"}
+    spans = SPANS.wait_until(
+        trace_id,
+        lambda spans: names <= {s.name for s in spans} and _connected(spans, client_span),
+    )
 
     # Serve's proxy continues the client's trace; the gateway's span is inside it.
     (proxy,) = _named(spans, "proxy_http_request")
