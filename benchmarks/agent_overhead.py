@@ -246,7 +246,11 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="agent-bench-"))
     store = tmp / "sessions.sqlite"
     port = free_port()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, labels=CPU_WORKER)
+    # Logical CPUs (Ray's accounting): SmolLM2, the tiny model, the agents and the
+    # gateway on one 2-core machine would not fit by their reservations otherwise.
+    ray.init(
+        address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, labels=CPU_WORKER
+    )
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
