@@ -17,6 +17,10 @@ from runtime.agents.tools import ToolInputError, calculator, clock, evaluate
         ("sqrt(16)", 4.0),
         ("abs(-3.5)", 3.5),
         ("10 % 4", 2),
+        ("2 ** -2", 0.25),
+        ("round(2.567, 2)", 2.57),
+        ("9 ** 999 % 10", 9),
+        ("-" * 499 + "1", -1),
     ],
 )
 def test_evaluates(expression: str, value: float) -> None:
@@ -33,6 +37,15 @@ def test_evaluates(expression: str, value: float) -> None:
         ("2 +", "not an arithmetic expression"),
         ("1" * 501, "longer than 500"),
         ("'a' * 3", "unsupported syntax"),
+        # Each step bounded, not only each exponent: these built numbers of hundreds of
+        # megabytes while holding the interpreter (the turn's budget cannot stop that).
+        ("((9**999)**999)**999", "more than 4096 bits"),
+        ("((9**999)**999)**20", "more than 4096 bits"),
+        ("(9**999) * (9**999)", "more than 4096 bits"),
+        ("round(1, -1000000000)", "at most 15 digits"),
+        ("10.0 ** 999", "too large"),
+        ("sqrt(-1)", "cannot compute"),
+        ("(9**999) / 0.0", "too large"),
     ],
 )
 def test_refuses(expression: str, message: str) -> None:
