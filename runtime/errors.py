@@ -44,6 +44,23 @@ from runtime.telemetry.redact import redact
 
 _Class = type["APIError"]
 
+#: The most of a client's value an error message repeats (a model or agent name).
+ECHO_CHARS = 64
+
+
+def quote(value: object, limit: int = ECHO_CHARS) -> str:
+    """A client's value for an error message: quoted, and cut to ``limit`` characters
+    (a hostile value must not make the answer, the log line or the redactor's work as
+    large as the request).
+
+        >>> quote("x" * 100, limit=4)
+        "'xxxx…' (100 chars)"
+    """
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit] + '…'!r} ({len(text)} chars)"
+
 
 class APIError(Exception):
     """Base of every error the runtime raises on purpose.

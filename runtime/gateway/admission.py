@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 
 from runtime import context
 from runtime.context import CallContext
-from runtime.errors import InvalidInputError, LLMError, RequestTooLargeError
+from runtime.errors import InvalidInputError, LLMError, RequestTooLargeError, quote
 from runtime.gateway.auth import Principal
 
 #: Routes that spend LLM tokens: refused while the caller's tokens are spent.
@@ -48,11 +48,34 @@ async def json_body(request: Request, limit: int) -> dict[str, Any]:
             raise RequestTooLargeError(f"the request body is over {limit} bytes")
     try:
         body = json.loads(raw)
-    except ValueError:
+    except ValueError:  # also invalid UTF-8 (UnicodeDecodeError)
         raise LLMError("the request body is not valid JSON") from None
+    except RecursionError:  # nested deeper than the interpreter's stack
+        raise LLMError("the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise LLMError("the request body must be a JSON object")
+    if _depth_over(body, MAX_DEPTH):
+        raise LLMError(f"the request body is nested deeper than {MAX_DEPTH} levels")
     return body
+
+
+#: The deepest nesting of objects and arrays a body may have (a tool's JSON schema is
+#: the deepest thing an OpenAI request holds; later steps recurse through bodies).
+MAX_DEPTH = 64
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """True if ``value`` nests objects and arrays deeper than ``limit`` (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def has_body(request: Request) -> bool:
@@ -64,4 +87,6 @@ def has_body(request: Request) -> bool:
 def only_fields(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = set(body) - allowed
     if unknown:
-        raise InvalidInputError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        names = sorted(unknown)
+        shown = ", ".join(quote(n) for n in names[:5]) + (", …" if len(names) > 5 else "")
+        raise InvalidInputError(f"unknown field(s): {shown}")

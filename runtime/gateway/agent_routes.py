@@ -31,6 +31,7 @@ from runtime.errors import (
     APIError,
     InvalidInputError,
     PermissionDeniedError,
+    quote,
 )
 from runtime.gateway.admission import Caller, has_body, json_body, only_fields
 from runtime.gateway.auth import Principal
@@ -75,12 +76,12 @@ class AgentDirectory:
     async def handle(self, caller: Principal, agent: str) -> Any:
         """The handle of the application hosting ``agent``, if the caller may use it."""
         if not caller.scopes.allows_agent(agent):
-            raise PermissionDeniedError(f"this API key may not use the agent `{agent}`")
+            raise PermissionDeniedError(f"this API key may not use the agent {quote(agent)}")
         if agent not in self._by_agent:
             await self.all()
         app = self._by_agent.get(agent)
         if app is None:
-            raise AgentNotFoundError(f"no agent named {agent!r}")
+            raise AgentNotFoundError(f"no agent named {quote(agent)}")
         return self._handles.app(app)
 
 

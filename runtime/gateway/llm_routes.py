@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from runtime import _sse
 from runtime.context import CallContext
-from runtime.errors import APIError, LLMError, PermissionDeniedError
+from runtime.errors import APIError, LLMError, PermissionDeniedError, quote
 from runtime.gateway.admission import Caller, json_body
 from runtime.gateway.auth import Principal
 from runtime.gateway.protocol import (
@@ -65,10 +65,11 @@ def _model(gateway: Any, caller: Principal, body: dict[str, Any]) -> str:
     name = body.get("model")
     if not isinstance(name, str):
         raise LLMError("`model` is required", param="model")
-    if name not in gateway.router:
-        raise LLMError(f"the model `{name}` does not exist", 404, "NotFoundError", "model")
+    # The key's scopes first: a key may not learn which models exist beyond its own.
     if not caller.scopes.allows_model(name):
-        raise PermissionDeniedError(f"this API key may not use the model `{name}`")
+        raise PermissionDeniedError(f"this API key may not use the model {quote(name)}")
+    if name not in gateway.router:
+        raise LLMError(f"the model {quote(name)} does not exist", 404, "NotFoundError", "model")
     return name
 
 
@@ -90,6 +91,7 @@ async def _complete(request: Request, caller: Principal, method: Method) -> Resp
     body = await json_body(request, gateway.config.max_body_bytes)
     _model(gateway, caller, body)
     ctx = CallContext(caller.tenant, "-", _scenario(gateway, request), caller.key_id)
+    allowed = caller.scopes.allows_model  # a fallback, too, only to the key's models
     gateway.limiter.acquire(caller.tenant)  # released when the answer (or stream) ends
 
     def release() -> None:
@@ -97,12 +99,16 @@ async def _complete(request: Request, caller: Principal, method: Method) -> Resp
 
     if not body.get("stream"):
         try:
-            reply = await gateway.router.call(ctx, method, body, admitted=True, charge_later=True)
+            reply = await gateway.router.call(
+                ctx, method, body, admitted=True, charge_later=True, allowed=allowed
+            )
         finally:
             release()
         return JSONResponse(reply)
     try:
-        chunks = await opened(gateway.router.stream(ctx, method, body, admitted=True))
+        chunks = await opened(
+            gateway.router.stream(ctx, method, body, admitted=True, allowed=allowed)
+        )
     except BaseException:
         release()
         raise

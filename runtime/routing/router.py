@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 from runtime.config.router import RouterConfig
 from runtime.context import CallContext
-from runtime.errors import LLMError
+from runtime.errors import LLMError, PermissionDeniedError, quote
 from runtime.providers.client import ProviderClient
 from runtime.providers.fallback import FallbackChain, Method
 from runtime.routing.limits import Limiter
 from runtime.routing.metering import UsageMetrics, usage_metrics
 from runtime.routing.targets import External, Handles, ReadyReplicas, SelfHosted, usage_of
+
+#: Which model names a caller may use (its key's scopes).
+Allowed = Callable[[str], bool]
 
 
 def with_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -90,16 +93,26 @@ class LLMRouter:
     def __contains__(self, model: object) -> bool:
         return model in self.chains
 
-    def _chain_of(self, body: dict[str, Any]) -> FallbackChain:
+    def _chain_of(self, body: dict[str, Any], allowed: Allowed | None = None) -> FallbackChain:
+        """The model's chain; with ``allowed`` (the caller's model scopes), only the
+        models of it that the caller may use: a key allowed one self-hosted model must
+        not have its prompts answered by an external provider it may not use."""
         name = body.get("model")
         if not isinstance(name, str):
             raise LLMError("`model` is required", param="model")
         chain = self.chains.get(name)
         if chain is None:
             raise LLMError(
-                f"the model `{name}` does not exist", 404, "NotFoundError", param="model"
+                f"the model {quote(name)} does not exist", 404, "NotFoundError", param="model"
             )
-        return chain
+        if allowed is None:
+            return chain
+        targets = [t for t in chain.targets if allowed(t.name)]
+        if len(targets) == len(chain.targets):
+            return chain
+        if not targets:
+            raise PermissionDeniedError(f"this API key may not use the model {quote(name)}")
+        return FallbackChain(targets)
 
     async def call(
         self,
@@ -109,11 +122,13 @@ class LLMRouter:
         *,
         admitted: bool = False,
         charge_later: bool = False,
+        allowed: Allowed | None = None,
     ) -> dict[str, Any]:
         """One answer. ``admitted``: the caller has checked the token limits already
         (the gateway, with the request's own limits); ``charge_later``: charge after
-        returning (off the latency path; a Redis round trip), else before."""
-        chain = self._chain_of(body)
+        returning (off the latency path; a Redis round trip), else before; ``allowed``:
+        the models the caller may use (a fallback outside them is skipped)."""
+        chain = self._chain_of(body, allowed)
         if not admitted:
             await self.limiter.admit_tokens(ctx.tenant, ctx.key_id)
         reply = await chain.call(method, body)
@@ -125,11 +140,17 @@ class LLMRouter:
         return reply
 
     async def stream(
-        self, ctx: CallContext, method: Method, body: dict[str, Any], *, admitted: bool = False
+        self,
+        ctx: CallContext,
+        method: Method,
+        body: dict[str, Any],
+        *,
+        admitted: bool = False,
+        allowed: Allowed | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The chunks of one answer (usage only if ``stream_options`` asks for it); its
         tokens are charged when it ends, however it ends. Closing it stops the model."""
-        chain = self._chain_of(body)
+        chain = self._chain_of(body, allowed)
         if not admitted:
             await self.limiter.admit_tokens(ctx.tenant, ctx.key_id)
         upstream, usage_wanted = with_usage(body)

@@ -33,7 +33,8 @@ MASK = "[REDACTED]"
 #: A key that names a secret: it ends so. ("max_tokens": 256 is not one: a token is a
 #: secret, tokens are a count.)
 _SECRET_KEY = re.compile(
-    r"(?i)(?:api[_-]?key|secret|password|passwd|credentials?)$|(?:^|[_-])token$"
+    r"(?i)(?:api[_-]?key|secret|password|passwd|credentials?)$"
+    r"|(?:^|[_-])(?:token|key|sig|signature)$"
 )
 
 #: (substrings, lower-case, one of which the text must hold; pattern; replacement).
@@ -54,26 +55,29 @@ _SHAPES: list[tuple[tuple[str, ...], re.Pattern[str], Any]] = [
         re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
         rf"\1 {MASK}",
     ),
-    # key=value and "key": "value" pairs whose key names a secret (the key is read
-    # whole, then judged by _secret_pair: linear in the text).
+    # key=value and "key": "value" pairs whose key names a secret. The key is read
+    # whole, from the start of its run of word characters and dashes only (a `\b`
+    # would also start inside "a-b-c-…", rescanning the run from every dash:
+    # quadratic), then judged by _SECRET_KEY.
     (
-        ("key", "secret", "passw", "credential", "token"),
-        re.compile(r"\b([\w-]++)(\"?'?\s*[:=]\s*\"?'?)([^\s\"',;&}]{4,})"),
+        ("key", "secret", "passw", "credential", "token", "sig"),
+        re.compile(r"(?<![\w-])([\w-]++)(\"?'?\s*+[:=]\s*+\"?'?)([^\s\"',;&}?]{4,})"),
         lambda m: f"{m[1]}{m[2]}{MASK}" if _SECRET_KEY.search(m[1]) else m[0],
     ),
-    # Keys by shape: OpenAI/Anthropic and many proxies (sk-), Google (AIza), AWS access
-    # key ids, GitHub, Slack, Stripe; JWTs.
+    # Keys by shape: the runtime's own (rt-), OpenAI/Anthropic and many proxies (sk-),
+    # Google (AIza), AWS access key ids, GitHub, Slack, Stripe; JWTs.
     (
-        ("sk-", "aiza", "akia", "asia", "gh", "xox", "_live_", "_test_", "eyj"),
+        ("rt-", "sk-", "aiza", "akia", "asia", "gh", "xox", "_live_", "_test_", "eyj"),
         re.compile(
-            r"\b(?:sk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{30,}|(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+            r"\b(?:rt-[A-Za-z0-9_-]{32,}|sk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{30,}|(?:AKIA|ASIA)[0-9A-Z]{16}\b"
             r"|gh[pousr]_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}"
             r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"
             r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
         ),
         MASK,
     ),
-    (("@",), re.compile(r"(://)[^/\s:@]+:[^/\s@]+@"), rf"\1{MASK}@"),  # user:password@host
+    # user:password@host, and :password@host (Redis' URLs have no user).
+    (("@",), re.compile(r"(://)[^/\s:@]*+:[^/\s@]+@"), rf"\1{MASK}@"),
     # pydantic's "input_value='…'" (an invalid field's value: user input).
     (
         ("input_value=",),
@@ -81,6 +85,11 @@ _SHAPES: list[tuple[tuple[str, ...], re.Pattern[str], Any]] = [
         f"input_value={MASK}",
     ),
 ]
+
+#: The most of one text the redactor reads; the rest is cut (with its length said).
+#: Every pattern is linear, and this bounds the constant: a log line, span attribute or
+#: error body longer than this is not one an operator reads whole.
+MAX_CHARS = 32 * 1024
 
 _SECRET_NAME = re.compile(r"(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|DSN|CREDENTIAL)")
 #: Values shorter than this are not treated as secrets (they would mask common words).
@@ -91,6 +100,15 @@ def secret_values(environ: dict[str, str] | None = None) -> set[str]:
     """Values of the environment variables whose names say they hold a secret."""
     env = os.environ if environ is None else environ
     return {v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET}
+
+
+def _cut(text: str) -> str:
+    """``text`` to its first MAX_CHARS, less the word the cut splits (its start could be
+    a secret's, too short for a pattern to know it)."""
+    head = text[:MAX_CHARS]
+    end = max(head.rfind(c) for c in " \t\r\n")
+    head = head[: max(end, 0)]
+    return f"{head + ' ' if head else ''}[… {len(text) - len(head)} more chars cut]"
 
 
 class Redactor:
@@ -109,6 +127,8 @@ class Redactor:
     def redact(self, text: str) -> str:
         if not text:
             return text
+        if len(text) > MAX_CHARS:
+            text = _cut(text)
         if self._values is not None:
             text = self._values.sub(MASK, text)
         lower = text.lower()

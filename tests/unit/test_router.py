@@ -99,6 +99,26 @@ def test_an_unavailable_model_falls_back_and_the_reply_names_who_answered() -> N
     assert counted.used == [(CTX, "b", 3, 2)]
 
 
+def test_a_fallback_is_taken_only_to_a_model_the_caller_may_use() -> None:
+    """A key allowed `a` only: `a` down is `a`'s error, never `b`'s answer (the key's
+    prompts must not reach a model, or a provider, it may not use)."""
+    router, _, a, b = _router(primary_up=False)
+    body = {"model": "a", "messages": []}
+    with pytest.raises(ModelUnavailableError):
+        asyncio.run(router.call(CTX, "chat", body, allowed=lambda m: m == "a"))
+    assert (a.calls, b.calls) == (1, 0)
+
+    async def streamed() -> list[Any]:
+        return [c async for c in router.stream(CTX, "chat", body, allowed=lambda m: m == "a")]
+
+    with pytest.raises(ModelUnavailableError):
+        asyncio.run(streamed())
+    assert (a.calls, b.calls) == (2, 0)
+    # Allowed both: the fallback answers as before.
+    reply = asyncio.run(router.call(CTX, "chat", body, allowed=lambda m: True))
+    assert reply["model"] == "b"
+
+
 def test_an_unknown_model_is_a_404_naming_the_field() -> None:
     router, *_ = _router()
     with pytest.raises(LLMError) as err:

@@ -55,6 +55,11 @@ def spans() -> InMemorySpanExporter:
         "ghp_" + "a" * 36,
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZW5hbnQtYSJ9.c2lnbmF0dXJlc2lnbmF0dXJl",
         "1 validation error\n  input_value='tell me a secret', input_type=str",
+        # The runtime's own keys, Redis' user-less URLs, tokens in a query string.
+        "rt-" + "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eA",
+        "redis://:s3cr3t-pw@redis:6379/0",
+        "GET /v1/files?token=0123456789abcdef&x=1",
+        "https://host/path?sig=0123456789abcdef",
     ],
 )
 def test_secrets_by_shape_are_removed(text: str) -> None:
@@ -72,8 +77,23 @@ def test_secrets_by_shape_are_removed(text: str) -> None:
         "ghp_",
         "eyJhbGci",
         "tell me",
+        "Zm9vYmFy",
     ):
         assert secret not in clean, clean
+
+
+def test_long_text_is_cut_before_redaction() -> None:
+    """The redactor reads at most MAX_CHARS of a text (a hostile model name or body
+    must not cost more than a log line), and drops the word the cut splits: its start
+    may be a secret's. (Its time on crafted input: benchmarks/hostile_inputs.py.)"""
+    from runtime.telemetry.redact import MAX_CHARS
+
+    text = "word " * (MAX_CHARS // 5 - 1) + "sk-abc" + "d" * 1000
+    clean = Redactor().redact(text)
+    assert len(clean) < MAX_CHARS + 64
+    assert clean.endswith("more chars cut]")
+    assert "sk-abc" not in clean
+    assert Redactor().redact("key-" * 50_000).startswith("[… 200000 more chars cut]")
 
 
 def test_counts_and_ordinary_text_are_kept() -> None:
