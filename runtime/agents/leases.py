@@ -47,7 +47,7 @@ class Leases:
                 "the session's previous turn is still running; retry when it ends, or cancel it"
             )
         if spec.busy == "interrupt":
-            await self._cancel(turn.session_id, "interrupted by a newer message")
+            await self._cancel(turn.key, "interrupted by a newer message")
         deadline = time.monotonic() + spec.budgets.max_seconds
         while not await self._try(turn):
             left = deadline - time.monotonic()
@@ -56,17 +56,13 @@ class Leases:
                     f"the session stayed busy for {spec.budgets.max_seconds:g} s, "
                     "this agent's time budget; the message was not run"
                 )
-            await self._wait(turn.session_id, left)
+            await self._wait(turn.key, left)
 
     async def _try(self, turn: Turn) -> bool:
-        return await self.store.acquire(turn.session_id, turn.run_id, self.config.lease_ttl_s)
+        return await self.store.acquire(turn.key, turn.run_id, self.config.lease_ttl_s)
 
-    async def _wait(self, session_id: str, left: float) -> None:
-        local = [
-            t.task
-            for t in self._turns.values()
-            if t.session_id == session_id and t.task is not None
-        ]
+    async def _wait(self, key: str, left: float) -> None:
+        local = [t.task for t in self._turns.values() if t.key == key and t.task is not None]
         if local:  # the holder runs here: wake up as soon as it ends
             await asyncio.wait(local, timeout=min(left, self.config.lease_ttl_s))
         else:
@@ -88,11 +84,14 @@ class Leases:
             for run_id in stop:
                 turn = self._turns.get(run_id)
                 if turn is not None:
-                    turn.cancel("the run was cancelled (by the client, or by a newer message)")
+                    turn.cancel(
+                        "the run was cancelled (by the client, by a newer message, or by "
+                        "the session's deletion)"
+                    )
 
     async def release(self, turn: Turn) -> None:
         try:
-            await asyncio.shield(self.store.release(turn.session_id, turn.run_id))
+            await asyncio.shield(self.store.release(turn.key, turn.run_id))
         except Exception as exc:  # the lease lapses on its own after lease_ttl_s
             logger.warning("releasing a session lease failed: %s", type(exc).__name__)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import re
 import time
 import uuid
@@ -28,7 +29,7 @@ from runtime.agents.leases import Leases
 from runtime.agents.metrics import AgentMetrics, TimedCheckpointer
 from runtime.agents.protocol import Message, RunEvent, RunResult, SessionInfo
 from runtime.agents.repair import INTERRUPTED_TOOL, to_message
-from runtime.agents.store import SessionRow, SessionStore, open_store
+from runtime.agents.store import SessionRow, SessionStore, open_store, session_key
 from runtime.agents.turn import Agent, Execution, Turn, execute
 from runtime.config.agents import AgentAppConfig, LLMRef
 from runtime.context import CallContext
@@ -39,12 +40,15 @@ from runtime.errors import (
     RunFailedError,
     SessionExistsError,
     SessionNotFoundError,
+    quote,
 )
 from runtime.routing import LLMRouter
 from runtime.telemetry import tracing
 from runtime.telemetry.redact import content, content_allowed
 
 __all__ = ["INTERRUPTED_TOOL", "AgentService", "check_id", "check_tenant"]
+
+logger = logging.getLogger("ray.serve")
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
@@ -142,12 +146,12 @@ class AgentService:
     def _agent(self, name: str) -> Agent:
         agent = self._agents.get(name)
         if agent is None:
-            raise AgentNotFoundError(f"no agent named {name!r} in this application")
+            raise AgentNotFoundError(f"no agent named {quote(name)} in this application")
         return agent
 
     def _info(self, row: SessionRow) -> SessionInfo:
         return SessionInfo(
-            id=row.id,
+            id=row.session_id,
             agent=row.agent,
             created_at=row.created_at,
             updated_at=row.updated_at,
@@ -159,10 +163,10 @@ class AgentService:
         check_tenant(tenant)
         self._agent(agent)
         check_id(session_id, "the session id")
-        row = await self.store.get(session_id)
-        # Another tenant's session, or another agent's, answers exactly like a missing one.
-        if row is None or row.tenant != tenant or row.agent != agent:
-            raise SessionNotFoundError(f"no session {session_id!r} for agent {agent!r}")
+        # Keyed by tenant and agent too: another tenant's session "s1" is not this one's.
+        row = await self.store.get(session_key(tenant, agent, session_id))
+        if row is None:
+            raise SessionNotFoundError(f"no session {quote(session_id)} for agent {quote(agent)}")
         return row
 
     async def create_session(
@@ -171,8 +175,8 @@ class AgentService:
         check_tenant(tenant)
         self._agent(agent)
         sid = uuid.uuid4().hex if session_id is None else check_id(session_id, "the session id")
-        row = await self.store.create(sid, agent, tenant)
-        if row is None:
+        row = await self.store.create(tenant, agent, sid)
+        if row is None:  # only this tenant's own sessions of this agent can collide
             raise SessionExistsError(f"a session with id {sid!r} exists already")
         return self._info(row)
 
@@ -180,32 +184,35 @@ class AgentService:
         return self._info(await self._owned(tenant, agent, session_id))
 
     async def delete_session(self, tenant: str, agent: str, session_id: str) -> None:
-        """Delete the session and its checkpoints; a running turn is cancelled first."""
-        await self._owned(tenant, agent, session_id)
-        await self._cancel(session_id, "the session was deleted")
-        local = [t.task for t in self._turns.values() if t.session_id == session_id and t.task]
+        """Delete the session and its checkpoints; a running turn is cancelled first.
+
+        A turn running on another replica learns of it at its next lease renewal (its
+        row is gone: a stop) and deletes what it wrote meanwhile when it ends
+        (``_forget_orphan``); a session created again with the id has a new thread."""
+        row = await self._owned(tenant, agent, session_id)
+        await self._cancel(row.id, "the session was deleted")
+        local = [t.task for t in self._turns.values() if t.key == row.id and t.task]
         if local:  # let a turn cancelled here stop writing checkpoints first
             await asyncio.wait(local, timeout=5)
-        await self.store.delete(session_id)
-        await self.store.checkpointer.adelete_thread(session_id)
+        await self.store.delete(row)
 
     async def history(self, tenant: str, agent: str, session_id: str) -> list[Message]:
-        await self._owned(tenant, agent, session_id)
+        row = await self._owned(tenant, agent, session_id)
         graph = self._agents[agent].graph
-        state = await graph.aget_state({"configurable": {"thread_id": session_id}})
+        state = await graph.aget_state({"configurable": {"thread_id": row.thread_id}})
         messages = (state.values or {}).get("messages", [])
         return [m for m in map(to_message, messages) if m is not None]
 
     async def cancel(self, tenant: str, agent: str, session_id: str) -> bool:
         """Cancel the session's running turn, on whichever replica runs it."""
-        await self._owned(tenant, agent, session_id)
-        return await self._cancel(session_id, "the run was cancelled by the client")
+        row = await self._owned(tenant, agent, session_id)
+        return await self._cancel(row.id, "the run was cancelled by the client")
 
-    async def _cancel(self, session_id: str, reason: str) -> bool:
-        local = [t for t in self._turns.values() if t.session_id == session_id]
+    async def _cancel(self, key: str, reason: str) -> bool:
+        local = [t for t in self._turns.values() if t.key == key]
         for turn in local:
             turn.cancel(reason)
-        remote = await self.store.request_cancel(session_id)
+        remote = await self.store.request_cancel(key)
         return bool(local) or remote is not None
 
     # -- runs ------------------------------------------------------------------
@@ -240,8 +247,15 @@ class AgentService:
                 f"the message has {len(text)} characters; this agent takes at most "
                 f"{entry.spec.max_input_chars}"
             )
-        await self._owned(tenant, agent, session_id)
-        turn = Turn(run_id=uuid.uuid4().hex, session_id=session_id, agent=agent, tenant=tenant)
+        row = await self._owned(tenant, agent, session_id)
+        turn = Turn(
+            run_id=uuid.uuid4().hex,
+            session_id=session_id,
+            agent=agent,
+            tenant=tenant,
+            key=row.id,
+            thread_id=row.thread_id,
+        )
         self._queued += 1
         try:
             await self.leases.acquire(entry.spec, turn)
@@ -284,8 +298,19 @@ class AgentService:
             self._count_running(turn.agent)
             self._report(turn, done)
             await self.leases.release(turn)
+            await self._forget_orphan(turn)
         turn.events.put_nowait(done.outcome)
         turn.events.put_nowait(None)
+
+    async def _forget_orphan(self, turn: Turn) -> None:
+        """Delete what the turn wrote if its session was deleted meanwhile (on another
+        replica, between two lease renewals): no conversation outlives its session."""
+        try:
+            row = await self.store.get(turn.key)
+            if row is None or row.thread_id != turn.thread_id:
+                await self.store.checkpointer.adelete_thread(turn.thread_id)
+        except Exception as exc:  # the thread stays, unreachable: no session names it
+            logger.warning("deleting a deleted session's thread failed: %s", type(exc).__name__)
 
     def _report(self, turn: Turn, done: Execution) -> None:
         """The turn's metrics and its span's attributes."""

@@ -5,17 +5,26 @@ Leases make "any replica serves any session" safe: a turn runs only while its
 replica holds the session's lease, which the replica renews while the turn runs.
 A replica that dies stops renewing; its leases lapse after ``lease_ttl_s`` and the
 session is free again, its state intact up to the last checkpoint.
+
+A session's row is keyed by its tenant, agent and id together (``key``: two tenants
+may each have a session "s1", and neither can tell that the other has), and names its
+own LangGraph thread, a random id made when the row is: a session deleted and created
+again never finds the old conversation, whatever a late turn still writes to the old
+thread (the service deletes that thread when the turn ends).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tenacity
 
 from runtime import _env
 from runtime.config.agents import PostgresStore, SqliteStore, StoreConfig
@@ -33,13 +42,25 @@ CREATE TABLE IF NOT EXISTS runtime_sessions (
     cancel_run TEXT
 )
 """
+#: Rows of the schema before keys and threads (id = the session id = its thread): each
+#: is moved once, in one statement, to its key, keeping its thread.
+_ADD_THREAD = "ALTER TABLE runtime_sessions ADD COLUMN thread_id TEXT"
+_MIGRATE = (
+    "UPDATE runtime_sessions SET thread_id = id, id = tenant || '/' || agent || '/' || id "
+    "WHERE thread_id IS NULL"
+)
 _TRY_LOCK = "SELECT pg_try_advisory_lock(724011) AS locked"
-_COLUMNS = "id, agent, tenant, created_at, updated_at, turns, run_id, lease_until"
+_COLUMNS = "id, agent, tenant, created_at, updated_at, turns, run_id, lease_until, thread_id"
+
+
+def session_key(tenant: str, agent: str, session_id: str) -> str:
+    """A session's row id: tenant, agent and session id (none of which holds a '/')."""
+    return f"{tenant}/{agent}/{session_id}"
 
 
 @dataclass(frozen=True)
 class SessionRow:
-    id: str
+    id: str  # the key: tenant/agent/session id
     agent: str
     tenant: str
     created_at: float
@@ -47,6 +68,12 @@ class SessionRow:
     turns: int
     run_id: str | None
     lease_until: float | None
+    thread_id: str
+
+    @property
+    def session_id(self) -> str:
+        """The id the client knows."""
+        return self.id.rsplit("/", 1)[-1]
 
     def running(self, now: float) -> bool:
         return self.run_id is not None and (self.lease_until or 0.0) >= now
@@ -73,24 +100,33 @@ class SessionStore(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
-    async def create(self, session_id: str, agent: str, tenant: str) -> SessionRow | None:
-        """The new session, or None when the id is taken."""
+    async def create(self, tenant: str, agent: str, session_id: str) -> SessionRow | None:
+        """The new session with a thread of its own, or None when the id is taken (in
+        this tenant's and agent's namespace)."""
         now = time.time()
+        key, thread = session_key(tenant, agent, session_id), uuid.uuid4().hex
         changed = await self._execute(
-            "INSERT INTO runtime_sessions (id, agent, tenant, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (session_id, agent, tenant, now, now),
+            "INSERT INTO runtime_sessions (id, agent, tenant, created_at, updated_at, thread_id) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (key, agent, tenant, now, now, thread),
         )
-        return SessionRow(session_id, agent, tenant, now, now, 0, None, None) if changed else None
+        return SessionRow(key, agent, tenant, now, now, 0, None, None, thread) if changed else None
 
-    async def get(self, session_id: str) -> SessionRow | None:
-        rows = await self._fetch(
-            f"SELECT {_COLUMNS} FROM runtime_sessions WHERE id = ?", (session_id,)
-        )
+    async def get(self, key: str) -> SessionRow | None:
+        rows = await self._fetch(f"SELECT {_COLUMNS} FROM runtime_sessions WHERE id = ?", (key,))
         return SessionRow.of(rows[0]) if rows else None
 
-    async def delete(self, session_id: str) -> bool:
-        return await self._execute("DELETE FROM runtime_sessions WHERE id = ?", (session_id,)) > 0
+    async def delete(self, row: SessionRow) -> bool:
+        """Delete the session: its checkpoints first, then its row (a failure between
+        leaves the row, and deleting again finishes the work). Each step is retried a
+        few times on a database error before the error is raised."""
+        await _retried(self.checkpointer.adelete_thread, row.thread_id)
+        deleted = await _retried(
+            self._execute,
+            "DELETE FROM runtime_sessions WHERE id = ? AND thread_id = ?",
+            (row.id, row.thread_id),
+        )
+        return bool(deleted)
 
     async def prune(self, idle_before: float, dry_run: bool = False) -> list[str]:
         """Delete the sessions (and their checkpoints) last used before ``idle_before``
@@ -108,16 +144,17 @@ class SessionStore(ABC):
         if dry_run:
             return ids
         deleted = []
-        for session_id in ids:
-            if await self._execute(
-                f"DELETE FROM runtime_sessions WHERE id = ? AND {idle}",
-                (session_id, idle_before, time.time()),
-            ):
-                await self.checkpointer.adelete_thread(session_id)
-                deleted.append(session_id)
+        for key in ids:
+            rows = await self._fetch(
+                f"DELETE FROM runtime_sessions WHERE id = ? AND {idle} RETURNING thread_id",
+                (key, idle_before, time.time()),
+            )
+            if rows:
+                await _retried(self.checkpointer.adelete_thread, rows[0]["thread_id"])
+                deleted.append(key)
         return deleted
 
-    async def acquire(self, session_id: str, run_id: str, ttl_s: float) -> bool:
+    async def acquire(self, key: str, run_id: str, ttl_s: float) -> bool:
         """Take the session's lease for ``run_id`` unless a live turn holds it."""
         now = time.time()
         return (
@@ -125,20 +162,22 @@ class SessionStore(ABC):
                 "UPDATE runtime_sessions SET run_id = ?, lease_until = ?, cancel_run = NULL, "
                 "turns = turns + 1, updated_at = ? "
                 "WHERE id = ? AND (run_id IS NULL OR lease_until < ?)",
-                (run_id, now + ttl_s, now, session_id, now),
+                (run_id, now + ttl_s, now, key, now),
             )
             == 1
         )
 
-    async def release(self, session_id: str, run_id: str) -> None:
+    async def release(self, key: str, run_id: str) -> None:
         await self._execute(
             "UPDATE runtime_sessions SET run_id = NULL, lease_until = NULL, cancel_run = NULL, "
             "updated_at = ? WHERE id = ? AND run_id = ?",
-            (time.time(), session_id, run_id),
+            (time.time(), key, run_id),
         )
 
     async def renew(self, run_ids: Sequence[str], ttl_s: float) -> set[str]:
-        """Extend the leases of these runs; the runs asked to stop (cancel or interrupt)."""
+        """Extend the leases of these runs; the runs to stop: asked to (cancel or
+        interrupt), or no longer holding a lease (their session was deleted, or the
+        lease lapsed and another turn took it)."""
         if not run_ids:
             return set()
         marks = ", ".join("?" * len(run_ids))
@@ -148,21 +187,43 @@ class SessionStore(ABC):
         )
         rows = await self._fetch(
             f"SELECT run_id FROM runtime_sessions WHERE run_id IN ({marks}) "
-            "AND cancel_run = run_id",
+            "AND (cancel_run IS NULL OR cancel_run <> run_id)",
             tuple(run_ids),
         )
-        return {str(r["run_id"]) for r in rows}
+        return set(run_ids) - {str(r["run_id"]) for r in rows}
 
-    async def request_cancel(self, session_id: str) -> str | None:
+    async def request_cancel(self, key: str) -> str | None:
         """Ask the replica running this session's turn to stop it; that run's id."""
         now = time.time()
         await self._execute(
             "UPDATE runtime_sessions SET cancel_run = run_id "
             "WHERE id = ? AND run_id IS NOT NULL AND lease_until >= ?",
-            (session_id, now),
+            (key, now),
         )
-        row = await self.get(session_id)
+        row = await self.get(key)
         return row.run_id if row and row.running(now) else None
+
+
+async def _retried(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, tried up to 4 times over about 1.5 s on an error (tenacity): a
+    deletion that fails once must not leave a conversation behind."""
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(4),
+        wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
+        retry=tenacity.retry_if_exception_type(Exception),
+        reraise=True,
+    )
+    return await retrying(fn, *args)
+
+
+async def _migrate(execute: Any) -> None:
+    """Bring a table of the older schema up to this one (idempotent)."""
+    try:
+        await execute(_ADD_THREAD)
+    except Exception as exc:  # the column is there already (both databases say so)
+        if "thread_id" not in str(exc) and "duplicate" not in str(exc).lower():
+            raise
+    await execute(_MIGRATE)
 
 
 class SqliteSessionStore(SessionStore):
@@ -187,6 +248,7 @@ class SqliteSessionStore(SessionStore):
         conn.row_factory = _sqlite_row()
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute(_SCHEMA)
+        await _migrate(conn.execute)
         saver_conn = await _sqlite_connect(path)
         saver = AsyncSqliteSaver(saver_conn)
         await saver.setup()
@@ -261,6 +323,7 @@ class PostgresSessionStore(SessionStore):
             try:
                 await saver.setup()
                 await conn.execute(_SCHEMA)
+                await _migrate(conn.execute)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(724011)")
         return cls(pool, saver)

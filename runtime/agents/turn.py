@@ -38,6 +38,8 @@ class Turn:
     session_id: str
     agent: str = ""
     tenant: str = ""
+    key: str = ""  # the session's row (store.session_key)
+    thread_id: str = ""  # the session's LangGraph thread
     events: asyncio.Queue[RunEvent | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     reason: str | None = None
@@ -91,7 +93,7 @@ async def execute(
     tokens = TokenBudget(budgets.max_tokens)
     transcript = Transcript(turn.run_id, turn.events.put_nowait)
     config: dict[str, Any] = {
-        "configurable": {"thread_id": turn.session_id},
+        "configurable": {"thread_id": turn.thread_id},
         "recursion_limit": budgets.max_steps,
         "callbacks": [tokens, StageTimer(metrics, agent.spec.name)],
     }

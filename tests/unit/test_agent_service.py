@@ -12,11 +12,13 @@ from typing import Any, TypeVar
 import pytest
 
 from runtime.agents.service import INTERRUPTED_TOOL, AgentService
+from runtime.agents.store import session_key
 from runtime.config.agents import AgentAppConfig
 from runtime.errors import (
     BudgetExceededError,
     RunCancelledError,
     SessionBusyError,
+    SessionExistsError,
     SessionNotFoundError,
 )
 from tests.support.stack import scripted_agent
@@ -118,7 +120,7 @@ def test_a_dead_replicas_lease_lapses(tmp_path: Path) -> None:
         sid = (await one.create_session("t", "s")).id
         await one.invoke("t", "s", sid, "add")
         # A run that took the lease and died: nobody renews or releases it.
-        assert await one.store.acquire(sid, "dead-run", ttl_s=1.5)
+        assert await one.store.acquire(session_key("t", "s", sid), "dead-run", ttl_s=1.5)
         with pytest.raises(SessionBusyError):
             await two.invoke("t", "s", sid, "hi")
         await asyncio.sleep(1.6)
@@ -149,7 +151,7 @@ def test_queue_waits_across_replicas(tmp_path: Path) -> None:
 def test_queue_gives_up_after_the_time_budget(tmp_path: Path) -> None:
     async def body(one: AgentService, two: AgentService) -> None:
         sid = (await one.create_session("t", "s")).id
-        assert await one.store.acquire(sid, "a-long-run", ttl_s=60)
+        assert await one.store.acquire(session_key("t", "s", sid), "a-long-run", ttl_s=60)
         with pytest.raises(SessionBusyError, match="stayed busy for 1 s"):
             await two.invoke("t", "s", sid, "hi")
         assert await two.history("t", "s", sid) == []  # the message was not run
@@ -186,16 +188,107 @@ def test_deleting_a_session_cancels_its_turn_and_drops_its_checkpoints(tmp_path:
         turn = await one.start("t", "s", sid, "tool then slow")
         while not any(m.role == "tool" for m in await two.history("t", "s", sid)):
             await asyncio.sleep(0.02)
+        row = await one.store.get(session_key("t", "s", sid))
+        assert row is not None
         await one.delete_session("t", "s", sid)
         events = [e async for e in one.events(turn)]
         with pytest.raises(SessionNotFoundError):
             await two.history("t", "s", sid)
-        config = {"configurable": {"thread_id": sid}}
+        config = {"configurable": {"thread_id": row.thread_id}}
         assert events[-1].error is not None
         return events[-1].error["type"], await two.store.checkpointer.aget_tuple(config)
 
     error, checkpoint = _run(tmp_path, body)
     assert error == RunCancelledError.type and checkpoint is None
+
+
+async def _all_checkpoints(service: AgentService) -> list[Any]:
+    return [c async for c in service.store.checkpointer.alist(None)]
+
+
+def test_a_session_deleted_on_another_replica_mid_turn_leaves_no_conversation(
+    tmp_path: Path,
+) -> None:
+    """The turn runs on `one`, the delete lands on `two`: `one` learns it at its next
+    lease renewal (the row is gone: a stop) and deletes what it wrote meanwhile; the id
+    created again, by this tenant or another, starts empty. (Before: the turn ran on,
+    its checkpoints recreated the thread, keyed by the bare session id, and the next
+    session of that id, of any tenant, read the old conversation.)"""
+
+    async def body(one: AgentService, two: AgentService) -> None:
+        await one.create_session("t", "s", "s1")
+        await one.invoke("t", "s", "s1", "add")
+        turn = await one.start("t", "s", "s1", "tool then slow", stream_tokens=False)
+        while not any(m.role == "tool" for m in await two.history("t", "s", "s1")):
+            await asyncio.sleep(0.02)
+        await two.delete_session("t", "s", "s1")
+        async with asyncio.timeout(10):  # the turn would sleep 30 s if nobody stopped it
+            events = [e async for e in one.events(turn)]
+        assert events[-1].error is not None
+        assert events[-1].error["type"] == RunCancelledError.type
+        await two.create_session("t", "s", "s1")
+        await two.create_session("u", "s", "s1")
+        assert await one.history("t", "s", "s1") == []
+        assert await one.history("u", "s", "s1") == []
+        assert await _all_checkpoints(one) == []
+
+    _run(tmp_path, body)
+
+
+def test_two_tenants_may_each_have_a_session_of_the_same_id(tmp_path: Path) -> None:
+    """Ids are per tenant and agent: another tenant's id is not answered 409 (which told
+    the caller that someone has a session of that id), and is never shared."""
+
+    async def body(one: AgentService, two: AgentService) -> None:
+        await one.create_session("t", "s", "shared")
+        await two.create_session("u", "s", "shared")
+        assert (await one.invoke("t", "s", "shared", "add")).answer == "2+3=5"
+        assert await two.history("u", "s", "shared") == []
+        assert [m.content for m in await one.history("t", "s", "shared")][-1] == "2+3=5"
+        with pytest.raises(SessionExistsError):
+            await two.create_session("t", "s", "shared")
+
+    _run(tmp_path, body)
+
+
+def test_a_store_of_the_older_schema_keeps_its_sessions(tmp_path: Path) -> None:
+    """Rows from before keys and threads (id = session id = thread) are moved once, on
+    open, to their key, and keep their conversation."""
+    import sqlite3
+
+    async def write_old() -> None:
+        async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+            config = {"configurable": {"thread_id": "old-1", "checkpoint_ns": ""}}
+            checkpoint = empty_checkpoint()
+            checkpoint["channel_values"] = {"messages": [HumanMessage("from before")]}
+            await saver.aput(config, checkpoint, {}, {})
+
+    from langchain_core.messages import HumanMessage
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path = tmp_path / "s.sqlite"
+    asyncio.run(write_old())
+    with sqlite3.connect(path) as db:
+        db.execute(_OLD_SCHEMA)
+        db.execute(
+            "INSERT INTO runtime_sessions VALUES ('old-1', 's', 't', 1, 1, 1, NULL, NULL, NULL)"
+        )
+
+    async def body(one: AgentService, two: AgentService) -> None:
+        assert (await two.get_session("t", "s", "old-1")).turns == 1
+        assert [m.content for m in await one.history("t", "s", "old-1")] == ["from before"]
+        with pytest.raises(SessionNotFoundError):
+            await one.get_session("u", "s", "old-1")
+
+    _run(tmp_path, body)
+
+
+_OLD_SCHEMA = """CREATE TABLE runtime_sessions (
+    id TEXT PRIMARY KEY, agent TEXT NOT NULL, tenant TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+    turns INTEGER NOT NULL DEFAULT 0, run_id TEXT, lease_until DOUBLE PRECISION, cancel_run TEXT
+)"""
 
 
 def test_runs_cancelled_mid_write_never_lock_out_other_replicas(tmp_path: Path) -> None:
