@@ -86,9 +86,24 @@ class RateLimitConfig(StrictModel):
         default_factory=dict, description="Per-key overrides of `per_key`, by key id."
     )
     fail_open: bool = Field(
-        default=True,
-        description="When the storage cannot be reached: let requests through (logged) "
-        "rather than refuse them all.",
+        default=False,
+        description="When the storage cannot be reached: let requests through, unlimited "
+        "(logged), rather than refuse them (503). Off by default: quotas must not vanish "
+        "silently when Redis does.",
+    )
+    storage_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="The most one limit check waits on the storage (connect and reply; "
+        "no retries): a blackholed Redis costs this, not redis-py's default minute.",
+    )
+    storage_open_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="After a storage failure, how long checks skip the storage (the "
+        "circuit is open: each answers at once by `fail_open`) before one probe retries.",
     )
 
     def tenant(self, name: str) -> TenantLimit:

@@ -13,17 +13,21 @@ With Redis (``storage_url_env``) every gateway and agent replica shares the coun
 an agent's LLM calls and the tenant's own calls spend one token budget. In memory,
 each replica counts alone: a gateway replica its clients' calls, an agent replica its
 agents' calls, each against the whole limit. When the storage fails, ``fail_open``
-decides: let the request through (logged) or refuse it (503).
+decides: refuse the request (503, the default) or let it through (logged). Each check
+waits at most ``storage_timeout_s`` on the storage, and after a failure a circuit
+breaker skips the storage for ``storage_open_s`` (one probe then retries it), so that
+a blackholed Redis costs a request half a second once, not a minute each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -33,6 +37,7 @@ from runtime import _env
 from runtime.config.providers import ProviderConfig, RateLimit
 from runtime.config.router import RateLimitConfig
 from runtime.errors import LimiterUnavailableError, RateLimitError
+from runtime.providers.circuit import CircuitBreaker
 
 logger = logging.getLogger("ray.serve")
 
@@ -50,13 +55,23 @@ def _item(amount: int | None, namespace: str) -> RateLimitItem | None:
     return RateLimitItemPerMinute(amount, namespace=namespace) if amount else None
 
 
-def storage_for(url: str | None) -> Storage:
-    """Memory storage, or Redis (redis-py's asyncio client) for a ``redis://`` URL."""
+def storage_for(url: str | None, timeout_s: float = 0.5) -> Storage:
+    """Memory storage, or Redis (redis-py's asyncio client) for a ``redis://`` URL, with
+    ``timeout_s`` to connect and to reply, and no retries (the limiter's circuit and
+    the client's own retry decide what happens next)."""
     if url is None:
         return MemoryStorage()
     if not url.startswith(("redis://", "rediss://")):
         raise ValueError("the rate-limit storage URL must start with redis:// or rediss://")
-    return RedisStorage("async+" + url, implementation="redispy", key_prefix="runtime")
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    return RedisStorage("async+" + url, implementation="redispy", key_prefix="runtime", **options)
 
 
 class Limiter:
@@ -78,7 +93,8 @@ class Limiter:
         self.config = config
         url = _env.required(config.storage_url_env) if config.storage_url_env else None
         self.shared = url is not None
-        self.storage = storage_for(url)
+        self.storage = storage_for(url, config.storage_timeout_s)
+        self.breaker = CircuitBreaker(failure_threshold=1, open_s=config.storage_open_s)
         self._requests = MovingWindowRateLimiter(self.storage)
         self._tokens = FixedWindowRateLimiter(self.storage)
         self._providers = {p.name: p.rate_limit for p in providers or []}
@@ -94,20 +110,34 @@ class Limiter:
             subjects.insert(0, _Subject("key", key_id, self.config.key(key_id)))
         return subjects
 
-    async def _guard(self, call: Callable[[], Awaitable[T]], default: T) -> T:
+    async def _guard(
+        self, call: Callable[[], Awaitable[T]], default: T, *, charging: bool = False
+    ) -> T:
+        """``call`` on the storage, within the timeout and the circuit; a failure is
+        refused or let through by ``fail_open`` (``charging``: the answer exists already,
+        so a failure to count it is only logged)."""
+        if not self.breaker.allow():  # failed just now: answer at once
+            return self._unavailable("circuit open", default, charging)
         try:
-            return await call()
-        except (RateLimitError, LimiterUnavailableError):
+            async with asyncio.timeout(self.config.storage_timeout_s):
+                result = await call()
+        except RateLimitError:
+            self.breaker.record_success()
             raise
         except Exception as exc:
-            if not self.config.fail_open:
-                raise LimiterUnavailableError(
-                    f"the rate-limit storage is unreachable ({type(exc).__name__})"
-                ) from None
-            logger.warning(
-                "rate-limit storage failed (%s): request let through", type(exc).__name__
-            )
+            self.breaker.record_failure()
+            return self._unavailable(type(exc).__name__, default, charging)
+        self.breaker.record_success()
+        return result
+
+    def _unavailable(self, why: str, default: T, charging: bool = False) -> T:
+        if charging:
+            logger.warning("rate-limit storage failed (%s): tokens not counted", why)
             return default
+        if not self.config.fail_open:
+            raise LimiterUnavailableError(f"the rate-limit storage is unreachable ({why})")
+        logger.warning("rate-limit storage failed (%s): request let through", why)
+        return default
 
     def _retry_after(self, reset_time: float) -> int:
         return max(1, math.ceil(reset_time - self._clock()))
@@ -157,7 +187,7 @@ class Limiter:
                 if item is not None:
                     await self._tokens.hit(item, s.kind, s.name, cost=tokens)
 
-        await self._guard(run, None)
+        await self._guard(run, None, charging=True)
 
     async def provider_admit(self, provider: str) -> None:
         """Raise :class:`RateLimitError` when the provider's quota is spent."""
@@ -174,7 +204,7 @@ class Limiter:
             async def run() -> None:
                 await self._tokens.hit(item, "provider", provider, cost=tokens)
 
-            await self._guard(run, None)
+            await self._guard(run, None, charging=True)
 
     def acquire(self, tenant: str) -> None:
         """Take one of the tenant's concurrent slots (this replica); ``release`` it."""

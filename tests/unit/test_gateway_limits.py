@@ -117,8 +117,8 @@ def test_providers_quota() -> None:
 def test_unreachable_storage_fails_open_or_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNTIME_TEST_REDIS", f"redis://127.0.0.1:{free_port()}/0")
     limits = {"storage_url_env": "RUNTIME_TEST_REDIS", "per_tenant": {"requests_per_minute": 1}}
-    open_ = Limiter(_limits(**limits))
-    closed = Limiter(_limits(**limits, fail_open=False))
+    open_ = Limiter(_limits(**limits, fail_open=True))
+    closed = Limiter(_limits(**limits))  # fail closed: the default
     assert "redis" not in repr(open_)  # the URL may carry a password
 
     async def main() -> None:
@@ -128,6 +128,43 @@ def test_unreachable_storage_fails_open_or_closed(monkeypatch: pytest.MonkeyPatc
             await closed.admit("t", "k")
 
     asyncio.run(main())
+
+
+def test_a_blackholed_storage_costs_one_short_wait_then_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A port that takes connections and never answers (a blackholed Redis, not a
+    refused one): the first check waits `storage_timeout_s`, then the circuit answers
+    at once; neither lets the request through (the default fails closed). Before: each
+    check waited on redis-py's defaults (about a minute) and then let it through."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)  # the kernel completes connections; nobody ever reads or answers
+    monkeypatch.setenv("RUNTIME_TEST_REDIS", f"redis://127.0.0.1:{hole.getsockname()[1]}/0")
+    limiter = Limiter(
+        _limits(
+            storage_url_env="RUNTIME_TEST_REDIS",
+            per_tenant={"requests_per_minute": 5},
+            storage_timeout_s=0.2,
+            storage_open_s=30,
+        )
+    )
+
+    async def main() -> None:
+        async with asyncio.timeout(10):  # a hang guard, not a speed goal
+            with pytest.raises(LimiterUnavailableError, match="TimeoutError"):
+                await limiter.admit("t", "k")
+            assert limiter.breaker.state == "open"
+            with pytest.raises(LimiterUnavailableError, match="circuit open"):
+                await limiter.admit("t", "k")
+            await limiter.charge("t", "k", 10)  # counting an answer never raises
+
+    try:
+        asyncio.run(main())
+    finally:
+        hole.close()
 
 
 def test_storage_url_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
