@@ -264,12 +264,13 @@ def main() -> int:
     import ray
     from ray import serve
 
+    from runtime import local_ray
     from runtime.config.placement import CPU_WORKER
     from runtime.deploy import deploy_config
 
     os.environ.update(_env.serve_env())
     tmp = Path(tempfile.mkdtemp(prefix="autoscaling-bench-"))
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, labels=CPU_WORKER)
+    local_ray.init(include_dashboard=False, log_to_driver=False, labels=CPU_WORKER)
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),

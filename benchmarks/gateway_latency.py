@@ -242,6 +242,7 @@ def main() -> int:
     import ray
     from ray import serve
 
+    from runtime import local_ray
     from runtime.config.placement import CPU_WORKER
     from runtime.deploy import deploy_config
     from runtime.gateway.auth import new_key
@@ -250,7 +251,7 @@ def main() -> int:
     key = os.environ.setdefault(_env.RUNTIME_API_KEY, new_key())
     redis_process, redis_url = start_redis()
     port = free_port()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, labels=CPU_WORKER)
+    local_ray.init(include_dashboard=False, log_to_driver=False, labels=CPU_WORKER)
     base = f"http://127.0.0.1:{port}"
     urls = {
         "direct-http": f"{base}/llm/v1/chat/completions",

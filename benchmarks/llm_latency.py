@@ -132,10 +132,11 @@ def bench_runtime(
     import ray
     from ray import serve
 
+    from runtime import local_ray
     from runtime.deploy import deploy_config
 
     port = free_port()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    local_ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         t0 = time.perf_counter()
         deploy_config(

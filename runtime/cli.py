@@ -87,6 +87,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
+    from runtime import local_ray
     from runtime.config.placement import CPU_WORKER
     from runtime.config.serve_file import load_serve_config
     from runtime.deploy import DeployError, deploy_config
@@ -106,11 +107,19 @@ def _cmd_run(ns: argparse.Namespace) -> int:
             return 2
         ray.init(address=ns.address, log_to_driver=ns.verbose)
     else:  # a new local cluster, gone on exit; its processes inherit the Serve settings
+        try:
+            auth = local_ray.auth_env(ns.insecure_no_ray_auth)
+        except local_ray.InsecureClusterError as err:
+            print(err, file=sys.stderr)
+            return 2
+        if auth[local_ray.AUTH_MODE] == "disabled":
+            print(local_ray.INSECURE_WARNING, file=sys.stderr)
         os.environ.update(_env.serve_env(ns.ingress))
         os.environ.update(_env.proxy_tracing_env(schema.tracing_config))
         _local_keys(schema)  # before Ray starts: its processes inherit the key
-        ray.init(
-            address="local",
+        # Loopback only, token auth on (runtime/local_ray.py, docs/security.md).
+        local_ray.init(
+            ns.insecure_no_ray_auth,
             include_dashboard=False,
             log_to_driver=ns.verbose,
             labels=dict(CPU_WORKER),  # agents select CPU workers; this node is one
@@ -227,6 +236,12 @@ def parser() -> argparse.ArgumentParser:
             "haproxy: HAProxy forwarding straight to replicas (faster streaming; replica "
             "ports listen on all interfaces, so use it behind a firewall)"
         ),
+    )
+    run.add_argument(
+        "--insecure-no-ray-auth",
+        action="store_true",
+        help="allow a new local cluster without Ray's token auth when the environment "
+        "says RAY_AUTH_MODE=disabled (dangerous: docs/security.md)",
     )
     run.set_defaults(func=_cmd_run)
 

@@ -79,20 +79,35 @@ def ray_cluster() -> Iterator[Any]:
     import ray
     from ray.cluster_utils import Cluster
 
+    from runtime import local_ray
+
     # Each node exports Ray's metrics (the runtime's own, Serve's and vLLM's) on its
     # port, as KubeRay's Pods do on 8080: the observability tests scrape them.
     ports = [free_port() for _ in range(3)]
+    # Every node on loopback, token auth on (tests/support/environment.py).
+    loopback = local_ray.node_args()
     cluster = Cluster(
         initialize_head=True,
         # As on KubeRay (`num-cpus: 0`): Serve's controller and proxy only.
-        head_node_args={"num_cpus": 0, "include_dashboard": False, "metrics_export_port": ports[0]},
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": False,
+            "metrics_export_port": ports[0],
+            **loopback,
+        },
     )
     # Logical CPUs and GPUs (Ray's accounting, not cores): enough for every test app's
     # replicas and the autoscaled ones. Agents and gateways select the CPU worker; LLM
     # replicas (`placement: gpu-worker`) the GPU worker and a logical GPU each.
-    cluster.add_node(num_cpus=6, labels={"worker-kind": "cpu"}, metrics_export_port=ports[1])
     cluster.add_node(
-        num_cpus=6, num_gpus=8, labels={"worker-kind": "gpu"}, metrics_export_port=ports[2]
+        num_cpus=6, labels={"worker-kind": "cpu"}, metrics_export_port=ports[1], **loopback
+    )
+    cluster.add_node(
+        num_cpus=6,
+        num_gpus=8,
+        labels={"worker-kind": "gpu"},
+        metrics_export_port=ports[2],
+        **loopback,
     )
     cluster.metrics_ports = ports
     ray.init(address=cluster.address, log_to_driver=False)

@@ -38,6 +38,8 @@ def test_image_rules() -> None:
     assert users and users[-1] not in {"USER root", "USER 0"}
     assert int(users[-1].split()[1]) >= 10000
     assert any(line.startswith("HEALTHCHECK ") for line in lines)
+    # Ray's token auth on: the default `ray start --head` refuses to start tokenless.
+    assert "RAY_AUTH_MODE=token" in text
     # No secret is set or copied in: no ENV/ARG named like one, no .env or key files.
     for line in lines:
         if line.startswith(("ENV ", "ARG ")):

@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime import local_ray
 from tests.support.net import free_port
 from tests.support.paths import REPO
 from tests.support.polling import wait_for
@@ -186,10 +188,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle-timeout-s", type=float, default=6.0)
     ns = parser.parse_args()
-    import ray._private.services as services
-
+    # The session's token when run by the tests; a token of its own when run alone.
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     port = free_port()
-    gcs_address = f"{services.get_node_ip_address()}:{port}"
+    gcs_address = f"{local_ray.LOOPBACK}:{port}"
     config = Path(tempfile.mkdtemp()) / "autoscaling.json"
     config.write_text(json.dumps(autoscaling_config(gcs_address, ns.idle_timeout_s)))
     env = {
@@ -199,7 +201,7 @@ def main() -> int:
         "RAY_enable_autoscaler_v2": "1",
         "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
         "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
-        "RAY_AUTH_MODE": "disabled",
+        **local_ray.auth_env(),  # the token: tests/support/environment.py's, inherited
     }
     ray = str(Path(sys.executable).with_name("ray"))
     head = subprocess.Popen(
@@ -209,6 +211,7 @@ def main() -> int:
             "--head",
             "--block",
             f"--port={port}",
+            f"--node-ip-address={local_ray.LOOPBACK}",
             "--num-cpus=0",
             f"--autoscaling-config={config}",
             "--include-dashboard=false",
@@ -219,7 +222,7 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
         cwd=REPO,
     )
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ.update(local_ray.auth_env())
     result: dict[str, Any] = {}
     try:
         wait_for(lambda: _gcs_up(gcs_address), 60, "the head", interval_s=0.5)

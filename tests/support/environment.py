@@ -10,17 +10,20 @@ the test cluster sends its spans to, started here so that none is lost.
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any
 
-from runtime import _env
+from runtime import _env, local_ray
 from tests.support.keys import API_KEY
 from tests.support.net import free_port
 from tests.support.otlp import SpanReceiver
 from tests.support.paths import REPO
 from tests.support.stack import TRACING
 
-# Set before Ray starts: token auth is on by default for new local clusters in 2.60.
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Set before Ray starts, for every cluster the tests start (their processes inherit
+# it): Ray's token auth on, with a token of this test run (runtime/local_ray.py).
+os.environ.update(local_ray.auth_env())
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 # The Serve settings `python -m runtime run` starts its clusters with.
 os.environ.update(_env.serve_env())
