@@ -19,6 +19,36 @@ from runtime.config.providers import ProviderConfig, RateLimit
 from runtime.config.telemetry import TokenPrice
 
 
+class RequestLimits(StrictModel):
+    """What one request to a model may ask for (400 beyond): a key holder's request
+    must not cost the cluster more than these, whatever its body says."""
+
+    max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="The most `max_tokens` (or `max_completion_tokens`) a request may ask.",
+    )
+    default_max_tokens: int = Field(
+        default=512,
+        ge=1,
+        description="`max_tokens` of a request that names none (an engine would generate "
+        "to the end of its context).",
+    )
+    max_n: int = Field(default=4, ge=1, description="The most choices (`n`) per request.")
+    max_prompts: int = Field(
+        default=16, ge=1, description="Completions: the most prompts in one request."
+    )
+    max_messages: int = Field(
+        default=512, ge=1, description="Chat: the most messages in one request."
+    )
+
+    @model_validator(mode="after")
+    def _default_within(self) -> RequestLimits:
+        if self.default_max_tokens > self.max_tokens:
+            raise ValueError("default_max_tokens must not exceed max_tokens")
+        return self
+
+
 class ModelRoute(StrictModel):
     """A model clients may name: an LLM deployment of this cluster (``app``, the
     default ``llm``) or an external provider (``provider``), with fallbacks."""
@@ -32,6 +62,19 @@ class ModelRoute(StrictModel):
         description="Other models tried in order when this one is unavailable: no ready "
         "replica, saturated (Serve back-pressure), down, or a provider failing or over its "
         "rate limit. The reply then names the model that answered.",
+    )
+    timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=3600,
+        description="Self-hosted: the most a call waits for its answer (a stream: for each "
+        "chunk); beyond, the call is cancelled on the replica and answered 504.",
+    )
+    limits: RequestLimits = Field(
+        default_factory=RequestLimits,
+        description="What one request may ask of this model. Its `n x max_tokens` (times "
+        "its prompts) is charged to the token limits before it runs, and the rest of "
+        "its usage when it ends.",
     )
     price: TokenPrice | None = Field(
         default=None,

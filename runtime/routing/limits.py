@@ -176,6 +176,38 @@ class Limiter:
         subjects = self._subjects(tenant, key_id)
         await self._guard(lambda: self._check(subjects, "", count=False), None)
 
+    async def reserve_tokens(self, tenant: str, key_id: str | None, tokens: int) -> int:
+        """Charge, before an LLM call, the most tokens it can generate (``n x
+        max_tokens``): refused (429) when a window has fewer left, so that one request
+        cannot spend far more than its tenant's limit. The amount charged is capped at
+        each limit (a request asking more than a whole minute's tokens still runs when
+        the window is untouched, and spends it); returned, for ``charge`` to deduct."""
+        if tokens <= 0:
+            return 0
+        subjects = [
+            (s, item)
+            for s in self._subjects(tenant, key_id)
+            if (item := _item(s.limit.tokens_per_minute, "tok")) is not None
+        ]
+        if not subjects:
+            return 0
+        reserved = min(tokens, *(item.amount for _, item in subjects))
+
+        async def run() -> int:
+            for s, item in subjects:
+                if not await self._tokens.test(item, s.kind, s.name, cost=reserved):
+                    stats = await self._tokens.get_window_stats(item, s.kind, s.name)
+                    raise RateLimitError(
+                        f"token limit of the {s.kind}: {item.amount} LLM tokens per minute "
+                        f"({stats.remaining} left; this request may use {reserved})",
+                        self._retry_after(stats.reset_time),
+                    )
+            for s, item in subjects:
+                await self._tokens.hit(item, s.kind, s.name, cost=reserved)
+            return reserved
+
+        return await self._guard(run, 0)
+
     async def charge(self, tenant: str, key_id: str | None, tokens: int) -> None:
         """Charge the tokens of a finished reply."""
         if tokens <= 0:

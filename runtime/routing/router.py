@@ -28,6 +28,7 @@ from runtime.providers.client import ProviderClient
 from runtime.providers.fallback import FallbackChain, Method
 from runtime.routing.limits import Limiter
 from runtime.routing.metering import UsageMetrics, usage_metrics
+from runtime.routing.requests import prepare
 from runtime.routing.targets import External, Handles, ReadyReplicas, SelfHosted, usage_of
 
 #: Which model names a caller may use (its key's scopes).
@@ -70,6 +71,7 @@ class LLMRouter:
         self.limiter = limiter or Limiter(config.rate_limits, config.providers)
         self.metrics = metrics or usage_metrics()
         self._prices = {m.name: m.price for m in config.models if m.price is not None}
+        self._limits = {m.name: m.limits for m in config.models}
         self._ready = ReadyReplicas(config.ready_refresh_s)
         self._handles = handles or Handles()
         self.clients = {p.name: ProviderClient(p) for p in config.providers}
@@ -129,10 +131,16 @@ class LLMRouter:
         returning (off the latency path; a Redis round trip), else before; ``allowed``:
         the models the caller may use (a fallback outside them is skipped)."""
         chain = self._chain_of(body, allowed)
+        body, most = prepare(method, body, self._limits[body["model"]])
         if not admitted:
             await self.limiter.admit_tokens(ctx.tenant, ctx.key_id)
-        reply = await chain.call(method, body)
-        charge = self._charge(ctx, reply.get("model"), usage_of(reply))
+        reserved = await self.limiter.reserve_tokens(ctx.tenant, ctx.key_id, most)
+        try:
+            reply = await chain.call(method, body)
+        except BaseException:
+            await asyncio.shield(self._charge(ctx, None, None, reserved))
+            raise
+        charge = self._charge(ctx, reply.get("model"), usage_of(reply), reserved)
         if charge_later:
             self._in_background(charge)
         else:
@@ -151,9 +159,11 @@ class LLMRouter:
         """The chunks of one answer (usage only if ``stream_options`` asks for it); its
         tokens are charged when it ends, however it ends. Closing it stops the model."""
         chain = self._chain_of(body, allowed)
+        body, most = prepare(method, body, self._limits[body["model"]])
         if not admitted:
             await self.limiter.admit_tokens(ctx.tenant, ctx.key_id)
         upstream, usage_wanted = with_usage(body)
+        reserved = await self.limiter.reserve_tokens(ctx.tenant, ctx.key_id, most)
         usage, answered_by = None, None
         try:
             async with contextlib.aclosing(chain.stream(method, upstream)) as chunks:
@@ -164,14 +174,18 @@ class LLMRouter:
                     if (shown := visible(chunk, usage_wanted)) is not None:
                         yield shown
         finally:
-            await asyncio.shield(self._charge(ctx, answered_by, usage))
+            await asyncio.shield(self._charge(ctx, answered_by, usage, reserved))
 
-    async def _charge(self, ctx: CallContext, model: Any, usage: tuple[int, int] | None) -> None:
-        """Charge an answer's tokens to the tenant's (and key's) limits; count its usage
-        and cost. ``model``: the model that answered (None: none did)."""
+    async def _charge(
+        self, ctx: CallContext, model: Any, usage: tuple[int, int] | None, reserved: int = 0
+    ) -> None:
+        """Charge an answer's tokens to the tenant's (and key's) limits, beyond the
+        ``reserved`` ones charged before the call (a reservation is not given back: a
+        stream closed early, or an answer shorter than asked, has spent it); count its
+        usage and cost. ``model``: the model that answered (None: none did)."""
         tokens = sum(usage) if usage else 0
-        await self.limiter.charge(ctx.tenant, ctx.key_id, tokens)
-        self.metrics.charged(ctx.tenant, model, tokens)
+        await self.limiter.charge(ctx.tenant, ctx.key_id, tokens - reserved)
+        self.metrics.charged(ctx.tenant, model, max(tokens, reserved))
         if model is not None:
             name = str(model)
             self.metrics.used(ctx, name, *(usage or (0, 0)), self._prices.get(name))

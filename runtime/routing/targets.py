@@ -136,13 +136,24 @@ class SelfHosted:
             return self._unavailable("saturated: its request queue is full")
         return self._unavailable(f"unreachable: {type(exc).__name__}")
 
+    def _timed_out(self) -> LLMError:
+        return LLMError(
+            f"the model {self.name!r} did not answer within {self.route.timeout_s:g} s",
+            504,
+            "Timeout",
+        )
+
     async def call(self, method: Method, body: dict[str, Any]) -> dict[str, Any]:
         await self._check_ready()
+        response = getattr(self._get_handle(), method).remote({**body, "model": self.name})
         try:
-            reply: dict[str, Any] = await getattr(self._get_handle(), method).remote(
-                {**body, "model": self.name}
-            )
+            async with asyncio.timeout(self.route.timeout_s):
+                reply: dict[str, Any] = await response
+        except TimeoutError:
+            response.cancel()  # the replica stops generating
+            raise self._timed_out() from None
         except asyncio.CancelledError:
+            response.cancel()
             raise
         except Exception as exc:
             raise self._mapped(exc) from None
@@ -152,9 +163,17 @@ class SelfHosted:
         await self._check_ready()
         handle = self._get_handle().options(stream=True)
         response = getattr(handle, f"{method}_stream").remote({**body, "model": self.name})
-        # Closing this stream (the client went away) stops the generation.
+        # Closing this stream (the client went away, or a chunk is late) stops the
+        # generation.
         async with contextlib.aclosing(_streams.relay(response, self._mapped)) as chunks:
-            async for chunk in chunks:
+            while True:
+                try:
+                    async with asyncio.timeout(self.route.timeout_s):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise self._timed_out() from None
                 yield chunk
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from runtime.config.router import RouterConfig
 from runtime.context import CallContext
-from runtime.errors import LLMError, ModelUnavailableError, RateLimitError
+from runtime.errors import InvalidInputError, LLMError, ModelUnavailableError, RateLimitError
 from runtime.providers.fallback import FallbackChain
 from runtime.routing import Limiter, LLMRouter
 
@@ -27,6 +27,7 @@ class StandInModel:
         self.name = name
         self.up = up
         self.calls = 0
+        self.last_body: dict[str, Any] = {}
 
     def _reply(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class StandInModel:
 
     async def call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
+        self.last_body = body
         if not self.up:
             raise ModelUnavailableError(f"the model `{self.name}` is unavailable now")
         return self._reply()
@@ -154,6 +156,57 @@ def test_a_stream_hides_its_usage_unless_asked_and_is_charged_when_it_ends() -> 
     assert counted.charged == [("acme", "a", 5), ("acme", "a", 5)]
     with pytest.raises(LLMError, match="stream_options"):
         asyncio.run(drain({"stream_options": "yes"}))
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        # OpenAI's API answers 400 for an unknown role; this one was generated for 42 s.
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        ({"n": 16384}, "n"),
+        ({"max_tokens": 10**6}, "max_tokens"),
+        ({"max_tokens": "many"}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "hi"}] * 513}, "messages"),
+    ],
+)
+def test_a_request_beyond_the_models_limits_is_400_before_the_model(
+    body: dict[str, Any], param: str
+) -> None:
+    router, _, a, _ = _router()
+    with pytest.raises(InvalidInputError) as err:
+        asyncio.run(router.call(CTX, "chat", {"model": "a", **body}))
+    assert err.value.status == 400 and err.value.param == param
+    assert a.calls == 0
+
+
+def test_too_many_prompts_are_400() -> None:
+    router, _, a, _ = _router()
+    with pytest.raises(InvalidInputError, match="at most 16 prompts"):
+        asyncio.run(router.call(CTX, "completions", {"model": "a", "prompt": ["x"] * 1024}))
+    assert a.calls == 0
+
+
+def test_a_request_without_max_tokens_gets_the_models_default() -> None:
+    router, _, a, _ = _router()
+    asyncio.run(router.call(CTX, "chat", {"model": "a", "messages": []}))
+    assert a.last_body["max_tokens"] == 512
+
+
+def test_what_a_request_may_generate_is_reserved_before_it_runs() -> None:
+    """100 tokens a minute: a request that may generate 80 runs (80 charged at once, its
+    5 used within them); the next that may generate 80 is refused before the model, not
+    let through because some tokens were left (and then charged 80 beyond the limit)."""
+    router, counted, a, _ = _router({"per_tenant": {"tokens_per_minute": 100}})
+    body = {"model": "a", "messages": [], "max_tokens": 40, "n": 2}
+
+    async def main() -> None:
+        await router.call(CTX, "chat", body)
+        with pytest.raises(RateLimitError, match="this request may use 80"):
+            await router.call(CTX, "chat", body)
+        await router.call(CTX, "chat", {**body, "max_tokens": 10})  # 20 of the 20 left
+
+    asyncio.run(main())
+    assert a.calls == 2 and counted.charged == [("acme", "a", 80), ("acme", "a", 20)]
 
 
 def test_a_stream_closed_early_still_counts_its_answer() -> None:
