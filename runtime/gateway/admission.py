@@ -9,10 +9,13 @@ a size limit before they are parsed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.responses import StreamingResponse
 
 from runtime import context
 from runtime.context import CallContext
@@ -90,3 +93,27 @@ def only_fields(body: dict[str, Any], allowed: set[str]) -> None:
         names = sorted(unknown)
         shown = ", ".join(quote(n) for n in names[:5]) + (", …" if len(names) > 5 else "")
         raise InvalidInputError(f"unknown field(s): {shown}")
+
+
+class HeldStream(StreamingResponse):
+    """A streamed answer that holds something until it ends (a tenant's concurrency
+    slot, an open upstream): ``cleanup`` runs once when the response ends, however it
+    ends. The body's own ``finally`` is not enough: a client that leaves before the
+    first byte is sent cancels the response before the body generator starts, and a
+    generator that never started never runs its ``finally`` (the slot leaked)."""
+
+    def __init__(self, content: Any, cleanup: Callable[[], Awaitable[None]], **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self._cleanup = cleanup
+        self._cleaned = False
+
+    async def cleanup(self) -> None:
+        if not self._cleaned:
+            self._cleaned = True
+            await self._cleanup()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self.cleanup())

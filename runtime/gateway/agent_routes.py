@@ -33,7 +33,7 @@ from runtime.errors import (
     PermissionDeniedError,
     quote,
 )
-from runtime.gateway.admission import Caller, has_body, json_body, only_fields
+from runtime.gateway.admission import Caller, HeldStream, has_body, json_body, only_fields
 from runtime.gateway.auth import Principal
 from runtime.gateway.protocol import (
     ERRORS,
@@ -180,20 +180,22 @@ async def stream(agent: str, session_id: str, request: Request, caller: Caller) 
             raise APIError.from_remote(exc) from None
         raise
 
-    async def frames() -> AsyncIterator[str]:
-        done = False
-        try:
-            yield _frame(first)
-            async for event in iterator:
-                yield _frame(event)
-            done = True
-        finally:
-            gateway.limiter.release(caller.tenant)
-            if not done:
-                events.cancel()  # the client went away: the run is cancelled
+    done = False
 
-    return StreamingResponse(
-        frames(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    async def frames() -> AsyncIterator[str]:
+        nonlocal done
+        yield _frame(first)
+        async for event in iterator:
+            yield _frame(event)
+        done = True
+
+    async def cleanup() -> None:
+        gateway.limiter.release(caller.tenant)
+        if not done:
+            events.cancel()  # the client went away: the run is cancelled
+
+    return HeldStream(
+        frames(), cleanup, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
 
 

@@ -10,16 +10,16 @@ is an error event, then ``[DONE]``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from runtime import _sse
 from runtime.context import CallContext
 from runtime.errors import APIError, LLMError, PermissionDeniedError, quote
-from runtime.gateway.admission import Caller, json_body
+from runtime.gateway.admission import Caller, HeldStream, json_body
 from runtime.gateway.auth import Principal
 from runtime.gateway.protocol import (
     ERRORS,
@@ -106,13 +106,20 @@ async def _complete(request: Request, caller: Principal, method: Method) -> Resp
             release()
         return JSONResponse(reply)
     try:
-        chunks = await opened(
-            gateway.router.stream(ctx, method, body, admitted=True, allowed=allowed)
-        )
+        upstream = gateway.router.stream(ctx, method, body, admitted=True, allowed=allowed)
+        chunks = await opened(upstream)
     except BaseException:
         release()
         raise
-    return StreamingResponse(_frames(chunks, release), media_type="text/event-stream")
+
+    async def cleanup() -> None:
+        try:  # both: `chunks` may never have started (the client left before it)
+            await chunks.aclose()  # type: ignore[attr-defined]
+            await upstream.aclose()  # stop the model; its tokens are charged
+        finally:
+            release()
+
+    return HeldStream(_frames(chunks), cleanup, media_type="text/event-stream")
 
 
 async def opened(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -138,16 +145,12 @@ async def _empty() -> AsyncIterator[Any]:
     yield
 
 
-async def _frames(chunks: AsyncIterator[Any], release: Callable[[], None]) -> AsyncIterator[str]:
-    """SSE frames of a stream; an error after the first chunk is an error event."""
+async def _frames(chunks: AsyncIterator[Any]) -> AsyncIterator[str]:
+    """SSE frames of a stream; an error after the first chunk is an error event (the
+    response's cleanup closes the stream and frees the slot: HeldStream)."""
     try:
         async for chunk in chunks:
             yield _sse.encode(chunk)
     except APIError as err:
         yield _sse.encode(LLMError(err.message, err.status, err.type, err.param).to_body())
-    finally:
-        try:
-            await chunks.aclose()  # type: ignore[attr-defined]  # the client went away: stop
-        finally:
-            release()
     yield _sse.DONE
