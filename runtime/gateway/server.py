@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -60,6 +61,10 @@ async def _answers(call: Awaitable[Any]) -> bool:
         return False
 
 
+#: How long a readiness answer is kept (Kubernetes probes every 5 s).
+READY_CACHE_S = 2.0
+
+
 @serve.deployment(name=names.GATEWAY_DEPLOYMENT)
 @serve.ingress(app)
 class Gateway:
@@ -83,6 +88,8 @@ class Gateway:
         self.router = LLMRouter(self.config, self.limiter, self.handles)
         self.agents = AgentDirectory(self.config.agent_apps, self.handles)
         self.metrics = GatewayMetrics()
+        self._readiness: tuple[float, dict[str, Any]] | None = None  # (when, body)
+        self._readiness_lock = asyncio.Lock()
         app.state.gateway = self
 
     @app.get("/healthz")
@@ -92,7 +99,17 @@ class Gateway:
     @app.get("/readyz", responses={503: {"model": Readiness}})
     async def readyz(self) -> JSONResponse:
         """Ready when every self-hosted model and every agent application answers
-        (external providers do not decide this replica's readiness)."""
+        (external providers do not decide this replica's readiness). The route needs no
+        key, so its answer is kept READY_CACHE_S and one probe runs at a time: a flood
+        of calls costs the model and agent replicas one probe each per interval."""
+        async with self._readiness_lock:
+            now = time.monotonic()
+            if self._readiness is None or now - self._readiness[0] >= READY_CACHE_S:
+                self._readiness = (now, await self._probe())
+        body = self._readiness[1]
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    async def _probe(self) -> dict[str, Any]:
         probes: dict[str, Awaitable[Any]] = {
             f"model:{m.name}": self.handles.deployment(m.app, m.deployment).models.remote()
             for m in self.config.models
@@ -103,6 +120,4 @@ class Gateway:
         checks = dict(
             zip(probes, await asyncio.gather(*map(_answers, probes.values())), strict=True)
         )
-        ready = all(checks.values())
-        body = Readiness(ready=ready, checks=checks).model_dump()
-        return JSONResponse(body, status_code=200 if ready else 503)
+        return Readiness(ready=all(checks.values()), checks=checks).model_dump()
