@@ -17,6 +17,8 @@ from runtime.config.router import (  # noqa: F401 (the gateway's config names th
 from runtime.config.telemetry import SCENARIO, TelemetryConfig
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
+#: A tenant or key id (also a JWT's tenant claim).
+TENANT_PATTERN = _NAME
 
 
 class Scopes(StrictModel):
@@ -58,21 +60,32 @@ class JwtConfig(StrictModel):
     Required claims: ``iss`` (= ``issuer``), ``aud`` (contains ``audience``), ``exp``,
     ``sub`` and the tenant claim. Scopes come from the ``scope`` claim (space-separated
     ``model:<name>``, ``agent:<name>``, ``admin``; ``*`` as a name allows all) or, when a
-    token has none, from ``default_scopes``. Only asymmetric algorithms are accepted, so
-    the gateway holds no signing secret.
+    token has none, from ``default_scopes`` (none by default: a token that names no
+    scope may use nothing). Only asymmetric algorithms are accepted, so the gateway
+    holds no signing secret. The tenant claim must be a well-formed tenant name, and may
+    not be one of this gateway's API-key tenants (or its local tenant) unless
+    ``shared_tenants`` lists it: an identity provider's user must not alias "local".
+    ``jwks_url`` is https (plain http only to this machine: a key fetched over a network
+    in the clear could be anyone's).
     """
 
     issuer: str = Field(min_length=1)
     audience: str = Field(min_length=1)
     jwks_file: str | None = Field(default=None, description="A JWKS JSON file (a mounted Secret).")
-    jwks_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    jwks_url: str | None = Field(
+        default=None, pattern=r"^(https://|http://(127\.0\.0\.1|localhost|\[::1\])[:/])\S+$"
+    )
     jwks_cache_s: float = Field(
         default=300.0, gt=0, le=86400, description="How long keys from jwks_url are kept."
     )
     algorithms: list[_ASYMMETRIC] = Field(default=["RS256", "ES256"], min_length=1)
     tenant_claim: str = Field(default="tenant", min_length=1)
     leeway_s: float = Field(default=30.0, ge=0, le=600, description="Clock skew allowed.")
-    default_scopes: Scopes = Field(default_factory=Scopes)
+    default_scopes: Scopes = Field(default_factory=lambda: Scopes(models=[], agents=[]))
+    shared_tenants: list[str] = Field(
+        default_factory=list,
+        description="API-key tenants that tokens may name too (none by default).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> JwtConfig:

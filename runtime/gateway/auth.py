@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,12 +18,14 @@ import httpx
 import jwt
 
 from runtime import _env
-from runtime.config.gateway import ApiKey, AuthConfig, JwtConfig, Scopes
+from runtime.config.gateway import TENANT_PATTERN, ApiKey, AuthConfig, JwtConfig, Scopes
 from runtime.errors import AuthenticationError
 
 logger = logging.getLogger("ray.serve")
 
 KEY_PREFIX = "rt-"
+#: A well-formed tenant name (the config's pattern for keys' tenants).
+TENANT = re.compile(TENANT_PATTERN)
 
 
 def new_key() -> str:
@@ -122,6 +125,8 @@ class JwtVerifier:
 
     def __init__(self, config: JwtConfig) -> None:
         self.config = config
+        #: Tenants of API keys, which a token may name only if `shared_tenants` does.
+        self.reserved_tenants: set[str] = set()
         self._keys: dict[str, Any] = {}
         self._fetched = 0.0
         self._lock = asyncio.Lock()
@@ -196,6 +201,12 @@ class JwtVerifier:
         tenant = claims.get(c.tenant_claim)
         if not isinstance(tenant, str) or not tenant:
             raise AuthenticationError(f"invalid token (the `{c.tenant_claim}` claim is missing)")
+        if not TENANT.match(tenant):
+            raise AuthenticationError(f"invalid token (the `{c.tenant_claim}` claim is malformed)")
+        if tenant in self.reserved_tenants and tenant not in c.shared_tenants:
+            raise AuthenticationError(
+                f"invalid token (the `{c.tenant_claim}` claim names a tenant of API keys)"
+            )
         scopes = scopes_from_claim(claims.get("scope"), c.default_scopes)
         return Principal(key_id=f"jwt:{claims['sub']}", tenant=tenant, scopes=scopes)
 
@@ -206,6 +217,8 @@ class Authenticator:
     def __init__(self, config: AuthConfig) -> None:
         self.keys = KeyStore(config)
         self.jwt = JwtVerifier(config.jwt) if config.jwt is not None else None
+        if self.jwt is not None:  # a token's tenant may not alias a key's
+            self.jwt.reserved_tenants = {k.tenant for k in config.keys} | {config.local_tenant}
 
     def __len__(self) -> int:
         return len(self.keys) + (1 if self.jwt is not None else 0)

@@ -37,7 +37,9 @@ def _verify(verifier: JwtVerifier, token: str) -> Any:
 def test_valid_tokens_give_tenant_subject_and_scopes(verifier: JwtVerifier) -> None:
     principal = _verify(verifier, ISSUER_KEYS.token())
     assert (principal.tenant, principal.key_id) == ("acme", "jwt:user-1")
-    assert principal.scopes.allows_model("anything") and not principal.scopes.admin
+    # No `scope` claim: the default scopes, which allow nothing (was: everything).
+    assert not principal.scopes.allows_model("anything") and not principal.scopes.admin
+    assert not principal.scopes.allows_agent("anything")
     scoped = _verify(verifier, ISSUER_KEYS.token("e1", scope="model:tiny agent:* admin"))
     assert scoped.scopes.allows_model("tiny") and not scoped.scopes.allows_model("big")
     assert scoped.scopes.allows_agent("any") and scoped.scopes.admin
@@ -141,6 +143,47 @@ def test_authenticator_takes_keys_and_tokens(tmp_path: Path) -> None:
     assert asyncio.run(main()) == ("keyed", "acme")
     with pytest.raises(AuthenticationError, match="invalid API key"):
         asyncio.run(auth.authenticate("Bearer rt-wrong"))
+
+
+@pytest.mark.parametrize(
+    ("tenant", "reason"),
+    [
+        ("local", "names a tenant of API keys"),  # the local key's tenant: every scope
+        ("keyed", "names a tenant of API keys"),
+        ("a/b", "malformed"),
+        ("x" * 200, "malformed"),
+    ],
+)
+def test_a_tokens_tenant_may_not_alias_a_key_tenant(
+    tmp_path: Path, tenant: str, reason: str
+) -> None:
+    config = AuthConfig.model_validate(
+        {
+            "keys": [{"id": "k", "tenant": "keyed", "sha256": key_hash(new_key())}],
+            "jwt": {
+                "issuer": ISSUER,
+                "audience": AUDIENCE,
+                "jwks_file": str(write_jwks(tmp_path / "jwks.json")),
+            },
+        }
+    )
+    auth = Authenticator(config)
+    with pytest.raises(AuthenticationError, match=reason):
+        asyncio.run(auth.authenticate(f"Bearer {ISSUER_KEYS.token(tenant=tenant)}"))
+    shared = config.model_copy(
+        update={"jwt": config.jwt.model_copy(update={"shared_tenants": ["keyed"]})}  # type: ignore[union-attr]
+    )
+    if tenant == "keyed":  # unless the config says the tenant is shared
+        token = ISSUER_KEYS.token(tenant=tenant)
+        assert asyncio.run(Authenticator(shared).authenticate(f"Bearer {token}")).tenant == "keyed"
+
+
+def test_jwks_url_must_be_https_unless_on_this_machine() -> None:
+    base = {"issuer": ISSUER, "audience": AUDIENCE}
+    with pytest.raises(ValueError, match="jwks_url"):
+        JwtConfig.model_validate({**base, "jwks_url": "http://idp.example.com/jwks.json"})
+    for url in ("https://idp.example.com/jwks.json", "http://127.0.0.1:8080/jwks.json"):
+        assert JwtConfig.model_validate({**base, "jwks_url": url}).jwks_url == url
 
 
 def test_jwt_config_is_strict() -> None:
