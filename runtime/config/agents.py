@@ -183,7 +183,9 @@ class PostgresStore(StrictModel):
 
 
 def _has_password(dsn: str) -> bool:
-    if re.search(r"(^|\s)password\s*=", dsn):
+    """A password in key=value form, in a URL's query (``?password=``, libpq reads it
+    there too), or as ``user:password@``."""
+    if re.search(r"(?i)(^|[\s?&])password\s*=", dsn):
         return True
     match = re.match(r"^\w+://([^@/]*)@", dsn)
     return bool(match and ":" in match.group(1))

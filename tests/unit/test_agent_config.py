@@ -57,7 +57,13 @@ def test_scripted_kind() -> None:
 
 
 @pytest.mark.parametrize(
-    "dsn", ["postgresql://app:s3cret-pw@db:5432/runtime", "host=db password=s3cret-pw"]
+    "dsn",
+    [
+        "postgresql://app:s3cret-pw@db:5432/runtime",
+        "host=db password=s3cret-pw",
+        "postgresql://app@db/runtime?sslmode=require&password=s3cret-pw",
+        "postgresql://db/runtime?PASSWORD=s3cret-pw",
+    ],
 )
 def test_dsn_with_password_is_refused_without_echoing_it(dsn: str) -> None:
     config = yaml.safe_load((SERVE_CONFIGS / "local.yaml").read_text())
