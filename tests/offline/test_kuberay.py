@@ -274,6 +274,33 @@ def test_secrets_only_by_reference(env: str) -> None:
     assert "sk-" not in text and "BEGIN PRIVATE KEY" not in text
 
 
+#: Which Pod gets which of the runtime's secrets (the Secret's key), and no other: the
+#: head runs no replicas, the LLM workers read none; the CPU workers host the gateway
+#: (API key, Redis) and the agents (PostgreSQL, Redis for their router's limits); the
+#: session clean-up job, PostgreSQL alone.
+SECRETS_BY_POD = {
+    "head": set(),
+    "cpu-workers": {"api-key", "redis-url", "postgres-dsn"},
+    "gpu-workers": set(),
+    "agent-runtime-session-cleanup head": {"postgres-dsn"},
+}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_pod_gets_only_the_secrets_its_replicas_read(env: str) -> None:
+    seen = {}
+    for name, spec in pod_specs(env):
+        keys = {
+            var["valueFrom"]["secretKeyRef"]["key"]
+            for c in containers(spec)
+            for var in c.get("env", [])
+            if "secretKeyRef" in var.get("valueFrom", {})
+            and var["valueFrom"]["secretKeyRef"]["name"] == "agent-runtime-secrets"
+        }
+        seen[name] = keys
+    assert seen == SECRETS_BY_POD
+
+
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_service_accounts_and_rbac_are_least_privilege(env: str) -> None:
     assert not of_kind(env, "ClusterRole") and not of_kind(env, "ClusterRoleBinding")
