@@ -236,6 +236,7 @@ def main() -> int:
     import ray
 
     import runtime
+    from runtime import local_ray
     from runtime.config.placement import CPU_WORKER
     from runtime.deploy import deploy_config
 
@@ -248,9 +249,7 @@ def main() -> int:
     port = free_port()
     # Logical CPUs (Ray's accounting): SmolLM2, the tiny model, the agents and the
     # gateway on one 2-core machine would not fit by their reservations otherwise.
-    ray.init(
-        address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, labels=CPU_WORKER
-    )
+    local_ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, labels=CPU_WORKER)
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
