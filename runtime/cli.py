@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from runtime import _env
 from runtime.config.errors import ConfigError
@@ -87,8 +88,6 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from runtime import local_ray
-    from runtime.config.placement import CPU_WORKER
     from runtime.config.serve_file import load_serve_config
     from runtime.deploy import DeployError, deploy_config
 
@@ -97,36 +96,9 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
-    if ns.address:
-        if ns.ingress == "haproxy":
-            print(
-                f"--ingress haproxy needs {_env.SERVE_HAPROXY}=1 on the cluster's nodes "
-                "when they start; it cannot be switched on from here",
-                file=sys.stderr,
-            )
-            return 2
-        ray.init(address=ns.address, log_to_driver=ns.verbose)
-    else:  # a new local cluster, gone on exit; its processes inherit the Serve settings
-        try:
-            auth = local_ray.auth_env(ns.insecure_no_ray_auth)
-        except local_ray.InsecureClusterError as err:
-            print(err, file=sys.stderr)
-            return 2
-        if auth[local_ray.AUTH_MODE] == "disabled":
-            print(local_ray.INSECURE_WARNING, file=sys.stderr)
-        os.environ.update(_env.serve_env(ns.ingress))
-        os.environ.update(_env.proxy_tracing_env(schema.tracing_config))
-        _local_keys(schema)  # before Ray starts: its processes inherit the key
-        # Loopback only, token auth on (runtime/local_ray.py, docs/security.md).
-        local_ray.init(
-            ns.insecure_no_ray_auth,
-            include_dashboard=False,
-            log_to_driver=ns.verbose,
-            labels=dict(CPU_WORKER),  # agents select CPU workers; this node is one
-            # Ray's metrics (the runtime's, Serve's, vLLM's) for Prometheus to scrape:
-            # docs/observability.md.
-            _metrics_export_port=ns.metrics_port,
-        )
+    refused = _connect(ns, schema)
+    if refused is not None:
+        return refused
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -146,7 +118,52 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         print("\nStopping: shutting down Serve and Ray ...")
         serve.shutdown()
         ray.shutdown()
+        if not ns.address:
+            from runtime import local_ray
+
+            local_ray.reap_orphan_engines()
     return 0
+
+
+def _connect(ns: argparse.Namespace, schema: Any) -> int | None:
+    """Connect to ``--address``, or start a new local cluster (gone on exit; its
+    processes inherit the Serve settings); an exit status if that is refused."""
+    import ray
+
+    from runtime import local_ray
+    from runtime.config.placement import CPU_WORKER
+
+    if ns.address:
+        if ns.ingress == "haproxy":
+            print(
+                f"--ingress haproxy needs {_env.SERVE_HAPROXY}=1 on the cluster's nodes "
+                "when they start; it cannot be switched on from here",
+                file=sys.stderr,
+            )
+            return 2
+        ray.init(address=ns.address, log_to_driver=ns.verbose)
+        return None
+    try:
+        auth = local_ray.auth_env(ns.insecure_no_ray_auth)
+    except local_ray.InsecureClusterError as err:
+        print(err, file=sys.stderr)
+        return 2
+    if auth[local_ray.AUTH_MODE] == "disabled":
+        print(local_ray.INSECURE_WARNING, file=sys.stderr)
+    os.environ.update(_env.serve_env(ns.ingress))
+    os.environ.update(_env.proxy_tracing_env(schema.tracing_config))
+    _local_keys(schema)  # before Ray starts: its processes inherit the key
+    # Loopback only, token auth on (runtime/local_ray.py, docs/security.md).
+    local_ray.init(
+        ns.insecure_no_ray_auth,
+        include_dashboard=False,
+        log_to_driver=ns.verbose,
+        labels=dict(CPU_WORKER),  # agents select CPU workers; this node is one
+        # Ray's metrics (the runtime's, Serve's, vLLM's) for Prometheus to scrape:
+        # docs/observability.md.
+        _metrics_export_port=ns.metrics_port,
+    )
+    return None
 
 
 def _local_keys(schema: object) -> None:
@@ -213,10 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     return int(ns.func(ns))
 
 
-def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _run_parser(sub: Any) -> None:
     run = sub.add_parser("run", help="start Ray locally and deploy a serve config; Ctrl-C stops")
     run.add_argument("config", type=Path)
     run.add_argument("--address", default=None, help="an existing Ray cluster (default: new)")
@@ -244,6 +258,13 @@ def parser() -> argparse.ArgumentParser:
         "says RAY_AUTH_MODE=disabled (dangerous: docs/security.md)",
     )
     run.set_defaults(func=_cmd_run)
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _run_parser(sub)
 
     keys = sub.add_parser("keys", help="gateway API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

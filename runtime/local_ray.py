@@ -21,11 +21,17 @@ ShadowRay class of attack, CVE-2023-48022). docs/security.md lists every port.
 from __future__ import annotations
 
 import os
+import secrets
+from pathlib import Path
 from typing import Any
 
 #: The one address local clusters use.
 LOOPBACK = "127.0.0.1"
 AUTH_MODE = "RAY_AUTH_MODE"
+#: Ray replaces a node IP of 127.0.0.1 given to ``ray.init`` by the machine's address
+#: unless clusters are "single machine" (as Ray makes them on macOS and Windows): this
+#: variable, read by every Ray process, makes them so on Linux too.
+SINGLE_MACHINE = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 INSECURE_WARNING = (
     "WARNING: Ray's token auth is off (RAY_AUTH_MODE=disabled, --insecure-no-ray-auth). "
@@ -56,6 +62,20 @@ def auth_env(allow_insecure: bool = False) -> dict[str, str]:
     return {AUTH_MODE: "token"}
 
 
+def _token_file() -> None:
+    """Ray's default token file, made (readable by its owner only) when no token is
+    given: Ray makes it readable by everyone on the machine."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path = Path.home() / ".ray" / "auth_token"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    path.chmod(0o600)
+
+
 def node_args() -> dict[str, Any]:
     """Keyword arguments of ``ray.cluster_utils.Cluster`` nodes for loopback only."""
     return {"node_ip_address": LOOPBACK}
@@ -64,7 +84,35 @@ def node_args() -> dict[str, Any]:
 def init(allow_insecure: bool = False, **kwargs: Any) -> Any:
     """``ray.init`` of a new local cluster on loopback with token auth on (``kwargs``
     go to ``ray.init``)."""
+    os.environ.update(SINGLE_MACHINE)
     import ray
+    from ray._private import ray_constants
+    from ray._raylet import Config  # type: ignore[attr-defined]  # Cython, no stubs
 
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read once, when Ray was imported
     os.environ.update(auth_env(allow_insecure))
+    _token_file()
+    # Ray caches its settings when it is imported: read the mode again (as Ray itself
+    # does when it turns token auth on), so that ray.init makes the token file when
+    # there is none, as it does for a cluster whose mode was set before the import.
+    Config.initialize("")
     return ray.init(address="local", _node_ip_address=LOOPBACK, **kwargs)
+
+
+def reap_orphan_engines() -> int:
+    """Kill vLLM engine processes of this user whose replica is gone (their parent is
+    init): a replica killed hard leaves its engine running, holding gigabytes and its
+    ports. Called when a local cluster stops; the number killed."""
+    import psutil
+
+    killed = 0
+    for proc in psutil.process_iter(["name", "cmdline", "ppid", "uids"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [proc.info["name"] or ""])
+            mine = proc.info["uids"] is not None and proc.info["uids"].real == os.getuid()
+            if mine and proc.info["ppid"] == 1 and cmd.startswith("VLLM::EngineCore"):
+                proc.kill()
+                killed += 1
+        except psutil.Error:
+            continue
+    return killed

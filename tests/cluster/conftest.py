@@ -121,6 +121,7 @@ def ray_cluster() -> Iterator[Any]:
     auto_init_hook.enable_auto_connect = False
     ray.shutdown()
     cluster.shutdown()
+    local_ray.reap_orphan_engines()  # engines of replicas killed as the nodes went
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from tests.support.stack import TRACING
 # Set before Ray starts, for every cluster the tests start (their processes inherit
 # it): Ray's token auth on, with a token of this test run (runtime/local_ray.py).
 os.environ.update(local_ray.auth_env())
+os.environ.update(local_ray.SINGLE_MACHINE)
 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 # The Serve settings `python -m runtime run` starts its clusters with.
