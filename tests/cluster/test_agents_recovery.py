@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import runtime
+from runtime.agents.store import session_key
 from tests.support.agent_helpers import kill_replicas, replicas
 from tests.support.polling import wait_for
 from tests.support.stack import Stack
@@ -99,12 +100,14 @@ def test_postgres_sessions_survive_a_replica_kill_mid_turn(stack: Stack, postgre
     # The interrupted turn keeps its completed steps (the tool call and its result).
     assert contents[8:] == ["tool then slow", "", "2", "after the crash", "echo: after the crash"]
     with psycopg.connect(postgres_dsn) as conn:
+        key = session_key("default", "scripted-queue", session.id)
         row = conn.execute(
-            "SELECT tenant, turns, run_id FROM runtime_sessions WHERE id = %s", (session.id,)
+            "SELECT tenant, turns, run_id, thread_id FROM runtime_sessions WHERE id = %s",
+            (key,),
         ).fetchone()
-        assert row == ("default", 6, None)
+        assert row is not None and row[:3] == ("default", 6, None)
         (threads,) = conn.execute(
-            "SELECT count(*) FROM checkpoints WHERE thread_id = %s", (session.id,)
+            "SELECT count(*) FROM checkpoints WHERE thread_id = %s", (row[3],)
         ).fetchone()
         assert threads > 0
 
