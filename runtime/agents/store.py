@@ -303,6 +303,9 @@ class PostgresSessionStore(SessionStore):
             min_size=1,
             max_size=config.pool_size,
             open=False,
+            # Each connection is checked as it leaves the pool (a round trip): one the
+            # server or a proxy dropped meanwhile is replaced, not handed to a turn.
+            check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
         )
         try:
