@@ -18,6 +18,7 @@ The tree (status in brackets; ``type`` on the wire in quotes)::
     │   └── ModelUnavailableError [503]    "ServiceUnavailableError": no replica,
     │                                      saturated, provider down: a fallback may answer
     ├── InvalidInputError [400]            "invalid_input": a malformed request
+    ├── RequestTimeoutError [408]          "request_timeout": the body came too slowly
     ├── RequestTooLargeError [413]         "RequestTooLarge"
     ├── AuthenticationError [401]          "authentication_error"
     ├── PermissionDeniedError [403]        "permission_error": the key's scopes
@@ -232,6 +233,13 @@ class InvalidInputError(APIError):
 class RequestTooLargeError(APIError):
     status = 413
     type = "RequestTooLarge"
+
+
+class RequestTimeoutError(APIError):
+    """The request's body did not arrive in time (a client trickling it)."""
+
+    status = 408
+    type = "request_timeout"
 
 
 class AuthenticationError(APIError):

@@ -127,6 +127,13 @@ class GatewayAppConfig(RouterConfig):
     )
     auth: AuthConfig = Field(default_factory=AuthConfig)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="The most a request's body may take to arrive (408 beyond): a client "
+        "trickling a body holds a connection and a handler only this long.",
+    )
     scenarios: list[str] = Field(
         default_factory=list,
         description="Scenario names an LLM request may give in its `X-Scenario` header "

@@ -19,7 +19,13 @@ from fastapi.responses import StreamingResponse
 
 from runtime import context
 from runtime.context import CallContext
-from runtime.errors import InvalidInputError, LLMError, RequestTooLargeError, quote
+from runtime.errors import (
+    InvalidInputError,
+    LLMError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    quote,
+)
 from runtime.gateway.auth import Principal
 
 #: Routes that spend LLM tokens: refused while the caller's tokens are spent.
@@ -39,16 +45,23 @@ async def _principal(request: Request) -> Principal:
 Caller = Annotated[Principal, Depends(_principal)]
 
 
-async def json_body(request: Request, limit: int) -> dict[str, Any]:
-    """The request's JSON object, read up to ``limit`` bytes (413 beyond)."""
+async def json_body(request: Request, limit: int, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The request's JSON object, read up to ``limit`` bytes (413 beyond) within
+    ``timeout_s`` (408 beyond)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise RequestTooLargeError(f"the request body is over {limit} bytes")
     raw = bytearray()
-    async for part in request.stream():
-        raw += part
-        if len(raw) > limit:
-            raise RequestTooLargeError(f"the request body is over {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for part in request.stream():
+                raw += part
+                if len(raw) > limit:
+                    raise RequestTooLargeError(f"the request body is over {limit} bytes")
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {timeout_s:g} s"
+        ) from None
     try:
         body = json.loads(raw)
     except ValueError:  # also invalid UTF-8 (UnicodeDecodeError)

@@ -114,8 +114,12 @@ async def list_agents(request: Request, caller: Caller) -> AgentList:
     openapi_extra=request_body(NewSession, required=False),
 )
 async def create_session(agent: str, request: Request, caller: Caller) -> SessionInfo:
-    limit = _gateway(request).config.max_body_bytes
-    body = await json_body(request, limit) if has_body(request) else {}
+    config = _gateway(request).config
+    body = (
+        await json_body(request, config.max_body_bytes, config.body_timeout_s)
+        if has_body(request)
+        else {}
+    )
     only_fields(body, {"id"})
     info: SessionInfo = await _call(request, caller, agent, "create_session", body.get("id"))
     return info
@@ -144,7 +148,8 @@ async def cancel(agent: str, session_id: str, request: Request, caller: Caller) 
 
 
 async def _message(request: Request) -> str:
-    body = await json_body(request, _gateway(request).config.max_body_bytes)
+    config = _gateway(request).config
+    body = await json_body(request, config.max_body_bytes, config.body_timeout_s)
     only_fields(body, {"message"})
     message = body.get("message")
     if not isinstance(message, str):

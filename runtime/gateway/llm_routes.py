@@ -88,7 +88,7 @@ def _scenario(gateway: Any, request: Request) -> str:
 
 async def _complete(request: Request, caller: Principal, method: Method) -> Response:
     gateway = _gateway(request)
-    body = await json_body(request, gateway.config.max_body_bytes)
+    body = await json_body(request, gateway.config.max_body_bytes, gateway.config.body_timeout_s)
     _model(gateway, caller, body)
     ctx = CallContext(caller.tenant, "-", _scenario(gateway, request), caller.key_id)
     allowed = caller.scopes.allows_model  # a fallback, too, only to the key's models

@@ -140,5 +140,5 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 #: The error responses every authenticated route may answer.
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody}
-    for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503)
+    for status in (400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503)
 }

@@ -7,6 +7,8 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 
+import pytest
+
 from runtime import _sse
 
 # Every character str.splitlines (and httpx's aiter_lines) treats as a line end but
@@ -69,3 +71,24 @@ def test_a_stream_the_client_left_before_its_first_byte_frees_what_it_held() -> 
 
     asyncio.run(main())
     assert freed == ["by the response"]
+
+
+def test_a_body_trickled_slowly_is_408_not_a_handler_held_forever() -> None:
+    """A client sending a byte every half second: the body's deadline ends the read."""
+    from starlette.requests import Request
+
+    from runtime.errors import RequestTimeoutError
+    from runtime.gateway.admission import json_body
+
+    async def receive() -> dict[str, object]:
+        await asyncio.sleep(0.5)
+        return {"type": "http.request", "body": b" ", "more_body": True}
+
+    async def main() -> None:
+        scope = {"type": "http", "method": "POST", "headers": [], "path": "/"}
+        async with asyncio.timeout(10):  # a hang guard, not a speed goal
+            await json_body(Request(scope, receive), 1 << 20, timeout_s=1.0)
+
+    with pytest.raises(RequestTimeoutError) as err:
+        asyncio.run(main())
+    assert err.value.status == 408
