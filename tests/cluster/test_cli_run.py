@@ -38,7 +38,8 @@ def test_run_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    # The session's environment: Ray's token auth on, with the tests' token.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [
             sys.executable,
