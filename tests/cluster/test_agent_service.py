@@ -10,7 +10,7 @@ def test_postgres_stores_open_concurrently(postgres_dsn: str) -> None:
     """Replicas start together: the checkpointer's migrations run once, nobody deadlocks."""
     import psycopg
 
-    from runtime.agents.store import open_store
+    from runtime.agents.store import open_store, session_key
     from runtime.config.agents import PostgresStore
 
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
@@ -22,8 +22,8 @@ def test_postgres_stores_open_concurrently(postgres_dsn: str) -> None:
         stores = await asyncio.wait_for(
             asyncio.gather(*(open_store(config) for _ in range(4))), timeout=60
         )
-        created = await stores[0].create("s1", "a", "t")
-        seen = await stores[3].get("s1")
+        created = await stores[0].create("t", "a", "s1")
+        seen = await stores[3].get(session_key("t", "a", "s1"))
         for store in stores:
             await store.close()
         assert created is not None and seen == created
