@@ -375,7 +375,15 @@ def stack_config(port: int, tmp: Path, pg_dsn: str, redis_url: str) -> dict[str,
     # Cost: SmolLM2 priced by its replicas' (logical) GPU time, the tiny model per token.
     llm["args"]["price"] = SMOL_GPU_PRICE
     gateway = next(a for a in config["applications"] if a["name"] == "gateway")
-    gateway["args"]["models"].append({"name": TINY_MODEL, "app": "tiny", "price": TINY_PRICE})
+    gateway["args"]["models"].append(
+        {
+            "name": TINY_MODEL,
+            "app": "tiny",
+            "price": TINY_PRICE,
+            # Its context is 512 tokens: the default 512 would leave no room for a prompt.
+            "limits": {"default_max_tokens": 64, "max_tokens": TINY_MAX_MODEL_LEN},
+        }
+    )
     gateway["args"]["scenarios"] = ["support"]
     gateway["args"]["telemetry"] = {"redact_patterns": [REDACT_PATTERN]}
     planner = next(a for a in agents["args"]["agents"] if a["name"] == "planner")
