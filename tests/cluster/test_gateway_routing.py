@@ -227,8 +227,15 @@ def test_provider_quota_sends_calls_to_the_fallback(gw2: str, faults: Any) -> No
 
 
 def test_bad_requests_are_not_retried_elsewhere(gw2: str, faults: Any) -> None:
-    with pytest.raises(openai.BadRequestError):
-        _client(gw2).chat.completions.create(model="external-tiny", messages=HI, max_tokens=-1)
+    client = _client(gw2)
+    with pytest.raises(openai.BadRequestError):  # the provider refuses it
+        client.chat.completions.create(
+            model="external-tiny", messages=HI, max_tokens=1, temperature=-1
+        )
+    assert faults.connections == 1
+    # Outside the model's request limits: refused by the router, never sent.
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.chat.completions.create(model="external-tiny", messages=HI, max_tokens=-1)
     assert faults.connections == 1
 
 
