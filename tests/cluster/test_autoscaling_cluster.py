@@ -6,6 +6,7 @@ LLM deployment on KV-cache pressure alone (LLMPolicy). Each scales back down whe
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import runtime
@@ -148,17 +149,22 @@ def test_kv_cache_pressure_alone_scales_the_llm(stack: Stack) -> None:
     handle = serve.get_deployment_handle("LLMServer", app_name="kvp")
     body = _tiny_chat("kvp-tiny", " ".join(["word"] * 120), max_tokens=150)
     peak = [0.0]
+    loaded = threading.Event()
 
-    def call() -> Any:
-        reply = handle.chat.remote(body).result()
-        stats = handle.record_autoscaling_stats.remote().result()
-        peak[0] = max(peak[0], stats[autoscaling.KV_CACHE_USAGE])
-        return reply
+    def sample() -> None:  # while requests run (after a reply, the cache may be empty)
+        while not loaded.is_set():
+            stats = handle.record_autoscaling_stats.remote().result()
+            peak[0] = max(peak[0], stats[autoscaling.KV_CACHE_USAGE])
+            time.sleep(0.05)
 
-    load = Load(call, clients=3)
+    sampler = threading.Thread(target=sample, daemon=True)
+    load = Load(lambda: handle.chat.remote(body).result(), clients=3)
+    sampler.start()
     try:
         wait_for(lambda: _replicas("kvp", "LLMServer")[1] == 2, 30, "the LLM scales up", POLL_S)
     finally:
         load.stop()
+        loaded.set()
+        sampler.join(10)
     assert peak[0] > KVP_TARGET  # the engine's own figure went over the target
     wait_for(lambda: _replicas("kvp", "LLMServer") == (1, 1), 60, "the LLM scales down", POLL_S)
