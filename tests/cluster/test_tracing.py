@@ -132,12 +132,14 @@ def test_an_agents_llm_call_reaches_the_model_replica_in_the_same_trace(
 ) -> None:
     """planner -> its replica's router -> SmolLM2's LLMServer, one hop, one trace: the
     call never goes back through the gateway."""
-    trace_id, _, headers = _traceparent()
+    trace_id, client_span, headers = _traceparent()
     _turn(client, "planner", "Say hello.", headers)
     names = {"agent.turn", "llm.call", "replica_handle_request LLMServer chat"}
     spans = SPANS.wait_for(trace_id, names)
-    if not _complete(spans):  # each replica sends its batches on its own schedule
-        spans = SPANS.wait_until(trace_id, _complete, timeout_s=15)
+    # Each replica sends its batches on its own schedule: wait for the whole trace.
+    spans = SPANS.wait_until(
+        trace_id, lambda s: _complete(s) and _connected(s, client_span), timeout_s=15
+    )
     (turn,) = _named(spans, "agent.turn")
     calls = _named(spans, "llm.call")  # the planner's graph calls its model more than once
     models = _named(spans, "replica_handle_request LLMServer chat")
@@ -165,7 +167,11 @@ def test_a_chat_completion_is_traced_to_the_model(client: httpx.Client, stack: S
         },
     )
     assert reply.status_code == 200, reply.text
-    spans = SPANS.wait_for(trace_id, {"replica_handle_request LLMServer chat"})
+    names = {"replica_handle_request LLMServer chat", "proxy_http_request"}
+    spans = SPANS.wait_until(
+        trace_id,
+        lambda spans: names <= {s.name for s in spans} and _connected(spans, client_span),
+    )
     (gateway,) = _named(spans, "gateway POST")
     (model,) = _named(spans, "replica_handle_request LLMServer chat")
     assert gateway in _ancestors(model, spans)
