@@ -39,7 +39,12 @@ from runtime.telemetry import redact
 
 SIZES = (12_500, 25_000, 50_000, 100_000)
 #: Crafted text, by name: each repeats a unit that starts a match and then fails it.
-UNITS = {"key-dashes": "key-", "token-pairs": "x_token= ", "bearer-words": "bearer "}
+UNITS = {
+    "key-dashes": "key-",
+    "jwt-dashes": "eyJ-",
+    "token-pairs": "x_token= ",
+    "bearer-words": "bearer ",
+}
 #: The key=value pattern before this benchmark's change (for the baseline only).
 PREVIOUS_PAIR = re.compile(r"\b([\w-]++)(\"?'?\s*[:=]\s*\"?'?)([^\s\"',;&}]{4,})")
 

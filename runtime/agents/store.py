@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS runtime_sessions (
 _ADD_THREAD = "ALTER TABLE runtime_sessions ADD COLUMN thread_id TEXT"
 _MIGRATE = (
     "UPDATE runtime_sessions SET thread_id = id, id = tenant || '/' || agent || '/' || id "
-    "WHERE thread_id IS NULL"
+    "WHERE thread_id IS NULL AND NOT EXISTS (SELECT 1 FROM runtime_sessions AS k "
+    "WHERE k.id = runtime_sessions.tenant || '/' || runtime_sessions.agent || '/' "
+    "|| runtime_sessions.id)"
 )
 _TRY_LOCK = "SELECT pg_try_advisory_lock(724011) AS locked"
 _COLUMNS = "id, agent, tenant, created_at, updated_at, turns, run_id, lease_until, thread_id"

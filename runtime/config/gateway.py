@@ -73,7 +73,8 @@ class JwtConfig(StrictModel):
     audience: str = Field(min_length=1)
     jwks_file: str | None = Field(default=None, description="A JWKS JSON file (a mounted Secret).")
     jwks_url: str | None = Field(
-        default=None, pattern=r"^(https://|http://(127\.0\.0\.1|localhost|\[::1\])[:/])\S+$"
+        default=None,
+        pattern=r"^(https://\S+|http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/[^\s@]*)$",
     )
     jwks_cache_s: float = Field(
         default=300.0, gt=0, le=86400, description="How long keys from jwks_url are kept."

@@ -201,7 +201,7 @@ class JwtVerifier:
         tenant = claims.get(c.tenant_claim)
         if not isinstance(tenant, str) or not tenant:
             raise AuthenticationError(f"invalid token (the `{c.tenant_claim}` claim is missing)")
-        if not TENANT.match(tenant):
+        if not TENANT.fullmatch(tenant):
             raise AuthenticationError(f"invalid token (the `{c.tenant_claim}` claim is malformed)")
         if tenant in self.reserved_tenants and tenant not in c.shared_tenants:
             raise AuthenticationError(

@@ -127,6 +127,9 @@ class Limiter:
         except Exception as exc:
             self.breaker.record_failure()
             return self._unavailable(type(exc).__name__, default, charging)
+        except BaseException:  # cancelled: a half-open probe must not stay taken
+            self.breaker.abandon()
+            raise
         self.breaker.record_success()
         return result
 

@@ -34,10 +34,16 @@ def _int(body: dict[str, Any], field: str, default: int, low: int, high: int) ->
 def prepare(method: str, body: dict[str, Any], limits: RequestLimits) -> tuple[dict[str, Any], int]:
     """The body to send (``max_tokens`` defaulted), and the tokens it may generate."""
     n = _int(body, "n", 1, 1, limits.max_n)
-    field = (
-        "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    )
-    max_tokens = _int(body, field, limits.default_max_tokens, 1, limits.max_tokens)
+    # Both names are checked (an engine may read either); the larger is reserved.
+    asked = {
+        f: _int(body, f, limits.default_max_tokens, 1, limits.max_tokens)
+        for f in ("max_tokens", "max_completion_tokens")
+        if body.get(f) is not None
+    }
+    max_tokens = max(asked.values(), default=limits.default_max_tokens)
+    if method != "chat" or not asked:  # completions know `max_tokens` only
+        body = {k: v for k, v in body.items() if k != "max_completion_tokens"}
+        asked = {"max_tokens": max_tokens}
     prompts = 1
     if method == "chat":
         messages = body.get("messages", [])
@@ -49,7 +55,7 @@ def prepare(method: str, body: dict[str, Any], limits: RequestLimits) -> tuple[d
             )
         for i, message in enumerate(messages):
             role = message.get("role") if isinstance(message, dict) else None
-            if role not in ROLES:
+            if not isinstance(role, str) or role not in ROLES:
                 raise InvalidInputError(
                     f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}, "
                     f"not {quote(role)}",
@@ -66,4 +72,4 @@ def prepare(method: str, body: dict[str, Any], limits: RequestLimits) -> tuple[d
     best_of = body.get("best_of")
     if best_of is not None:
         n = max(n, _int(body, "best_of", n, n, limits.max_n))
-    return {**body, field: max_tokens}, n * max_tokens * prompts
+    return {**body, **asked}, n * max_tokens * prompts

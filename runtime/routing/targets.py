@@ -145,7 +145,10 @@ class SelfHosted:
 
     async def call(self, method: Method, body: dict[str, Any]) -> dict[str, Any]:
         await self._check_ready()
-        response = getattr(self._get_handle(), method).remote({**body, "model": self.name})
+        try:
+            response = getattr(self._get_handle(), method).remote({**body, "model": self.name})
+        except Exception as exc:  # no such deployment (yet): unavailable, a fallback answers
+            raise self._mapped(exc) from None
         try:
             async with asyncio.timeout(self.route.timeout_s):
                 reply: dict[str, Any] = await response

@@ -72,7 +72,9 @@ _SHAPES: list[tuple[tuple[str, ...], re.Pattern[str], Any]] = [
             r"\b(?:rt-[A-Za-z0-9_-]{32,}|sk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{30,}|(?:AKIA|ASIA)[0-9A-Z]{16}\b"
             r"|gh[pousr]_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}"
             r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"
-            r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
+            # A JWT only from the start of its run ("eyJ-eyJ-..." would start one at
+            # every dash and rescan the run each time).
+            r"|(?<![\w-])eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,})"
         ),
         MASK,
     ),

@@ -274,9 +274,17 @@ def test_a_store_of_the_older_schema_keeps_its_sessions(tmp_path: Path) -> None:
         db.execute(
             "INSERT INTO runtime_sessions VALUES ('old-1', 's', 't', 1, 1, 1, NULL, NULL, NULL)"
         )
+        # A key that exists already (a row an older replica made after the move) is left
+        # as it is: moving it would break the key, and every replica's start with it.
+        db.execute("ALTER TABLE runtime_sessions ADD COLUMN thread_id TEXT")
+        db.execute(
+            "INSERT INTO runtime_sessions VALUES ('t/s/old-2', 's', 't', 1, 1, 0, NULL, NULL, "
+            "NULL, 'thread-2'), ('old-2', 's', 't', 1, 1, 0, NULL, NULL, NULL, NULL)"
+        )
 
     async def body(one: AgentService, two: AgentService) -> None:
         assert (await two.get_session("t", "s", "old-1")).turns == 1
+        assert (await two.get_session("t", "s", "old-2")).turns == 0
         assert [m.content for m in await one.history("t", "s", "old-1")] == ["from before"]
         with pytest.raises(SessionNotFoundError):
             await one.get_session("u", "s", "old-1")

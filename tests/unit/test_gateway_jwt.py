@@ -151,6 +151,7 @@ def test_authenticator_takes_keys_and_tokens(tmp_path: Path) -> None:
         ("local", "names a tenant of API keys"),  # the local key's tenant: every scope
         ("keyed", "names a tenant of API keys"),
         ("a/b", "malformed"),
+        ("local\n", "malformed"),  # `$` would let a trailing newline through
         ("x" * 200, "malformed"),
     ],
 )
@@ -180,8 +181,9 @@ def test_a_tokens_tenant_may_not_alias_a_key_tenant(
 
 def test_jwks_url_must_be_https_unless_on_this_machine() -> None:
     base = {"issuer": ISSUER, "audience": AUDIENCE}
-    with pytest.raises(ValueError, match="jwks_url"):
-        JwtConfig.model_validate({**base, "jwks_url": "http://idp.example.com/jwks.json"})
+    for bad in ("http://idp.example.com/jwks.json", "http://localhost:80@evil.example/jwks"):
+        with pytest.raises(ValueError, match="jwks_url"):
+            JwtConfig.model_validate({**base, "jwks_url": bad})
     for url in ("https://idp.example.com/jwks.json", "http://127.0.0.1:8080/jwks.json"):
         assert JwtConfig.model_validate({**base, "jwks_url": url}).jwks_url == url
 

@@ -167,6 +167,40 @@ def test_a_blackholed_storage_costs_one_short_wait_then_none(
         hole.close()
 
 
+def test_a_cancelled_probe_frees_the_circuit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The half-open circuit lets one probe through; a probe cancelled (its client left)
+    must free that slot, or every later check is refused for good."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    monkeypatch.setenv("RUNTIME_TEST_REDIS", f"redis://127.0.0.1:{hole.getsockname()[1]}/0")
+    limiter = Limiter(
+        _limits(
+            storage_url_env="RUNTIME_TEST_REDIS",
+            per_tenant={"requests_per_minute": 5},
+            storage_timeout_s=5,
+            storage_open_s=0.1,
+        )
+    )
+    limiter.breaker.record_failure()  # opened; half-open 0.1 s later
+
+    async def main() -> None:
+        await asyncio.sleep(0.2)
+        probe = asyncio.create_task(limiter.admit("t", "k"))
+        await asyncio.sleep(0.1)
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        assert limiter.breaker.allow()  # the next check may probe again
+
+    try:
+        asyncio.run(main())
+    finally:
+        hole.close()
+
+
 def test_storage_url_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNTIME_TEST_REDIS", "memcached://127.0.0.1:1")
     with pytest.raises(ValueError, match="redis://"):

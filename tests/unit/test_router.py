@@ -167,6 +167,8 @@ def test_a_stream_hides_its_usage_unless_asked_and_is_charged_when_it_ends() -> 
         ({"max_tokens": 10**6}, "max_tokens"),
         ({"max_tokens": "many"}, "max_tokens"),
         ({"messages": [{"role": "user", "content": "hi"}] * 513}, "messages"),
+        ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role"),  # was a 500
+        ({"max_completion_tokens": 1, "max_tokens": 10**6}, "max_tokens"),  # both are checked
     ],
 )
 def test_a_request_beyond_the_models_limits_is_400_before_the_model(
@@ -177,6 +179,15 @@ def test_a_request_beyond_the_models_limits_is_400_before_the_model(
         asyncio.run(router.call(CTX, "chat", {"model": "a", **body}))
     assert err.value.status == 400 and err.value.param == param
     assert a.calls == 0
+
+
+def test_completions_send_max_tokens_only() -> None:
+    """An engine's completions route reads `max_tokens` alone: a smaller
+    `max_completion_tokens` must not be what is reserved while `max_tokens` runs."""
+    router, _, a, _ = _router()
+    body = {"model": "a", "prompt": "x", "max_completion_tokens": 3}
+    asyncio.run(router.call(CTX, "completions", body))
+    assert a.last_body["max_tokens"] == 3 and "max_completion_tokens" not in a.last_body
 
 
 def test_too_many_prompts_are_400() -> None:
