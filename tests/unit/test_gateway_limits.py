@@ -130,6 +130,21 @@ def test_unreachable_storage_fails_open_or_closed(monkeypatch: pytest.MonkeyPatc
     asyncio.run(main())
 
 
+def _blackholed(monkeypatch: pytest.MonkeyPatch, **limits: Any) -> tuple[Any, Limiter]:
+    """A port that takes connections and never answers (a blackholed Redis), and a
+    limiter whose storage it is; close the socket when done."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)  # the kernel completes connections; nobody ever reads or answers
+    monkeypatch.setenv("RUNTIME_TEST_REDIS", f"redis://127.0.0.1:{hole.getsockname()[1]}/0")
+    config = _limits(
+        storage_url_env="RUNTIME_TEST_REDIS", per_tenant={"requests_per_minute": 5}, **limits
+    )
+    return hole, Limiter(config)
+
+
 def test_a_blackholed_storage_costs_one_short_wait_then_none(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -137,20 +152,7 @@ def test_a_blackholed_storage_costs_one_short_wait_then_none(
     refused one): the first check waits `storage_timeout_s`, then the circuit answers
     at once; neither lets the request through (the default fails closed). Before: each
     check waited on redis-py's defaults (about a minute) and then let it through."""
-    import socket
-
-    hole = socket.socket()
-    hole.bind(("127.0.0.1", 0))
-    hole.listen(64)  # the kernel completes connections; nobody ever reads or answers
-    monkeypatch.setenv("RUNTIME_TEST_REDIS", f"redis://127.0.0.1:{hole.getsockname()[1]}/0")
-    limiter = Limiter(
-        _limits(
-            storage_url_env="RUNTIME_TEST_REDIS",
-            per_tenant={"requests_per_minute": 5},
-            storage_timeout_s=0.2,
-            storage_open_s=30,
-        )
-    )
+    hole, limiter = _blackholed(monkeypatch, storage_timeout_s=0.2, storage_open_s=30)
 
     async def main() -> None:
         async with asyncio.timeout(10):  # a hang guard, not a speed goal
@@ -170,20 +172,7 @@ def test_a_blackholed_storage_costs_one_short_wait_then_none(
 def test_a_cancelled_probe_frees_the_circuit(monkeypatch: pytest.MonkeyPatch) -> None:
     """The half-open circuit lets one probe through; a probe cancelled (its client left)
     must free that slot, or every later check is refused for good."""
-    import socket
-
-    hole = socket.socket()
-    hole.bind(("127.0.0.1", 0))
-    hole.listen(64)
-    monkeypatch.setenv("RUNTIME_TEST_REDIS", f"redis://127.0.0.1:{hole.getsockname()[1]}/0")
-    limiter = Limiter(
-        _limits(
-            storage_url_env="RUNTIME_TEST_REDIS",
-            per_tenant={"requests_per_minute": 5},
-            storage_timeout_s=5,
-            storage_open_s=0.1,
-        )
-    )
+    hole, limiter = _blackholed(monkeypatch, storage_timeout_s=5, storage_open_s=0.1)
     limiter.breaker.record_failure()  # opened; half-open 0.1 s later
 
     async def main() -> None:
