@@ -6,7 +6,8 @@ metrics through Ray) and Serve, with bounded labels only."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -141,6 +142,27 @@ def test_every_dashboard_and_alert_expression_runs(stack: Stack, prom: str) -> N
     eventually(prom, f"sum(increase({series}[10m]))")
 
 
+def moving(
+    url: str,
+    promql: str,
+    traffic: Callable[[], object],
+    timeout_s: float = 120,
+    parts: tuple[str, ...] = (),
+) -> None:
+    """Send ``traffic`` every few seconds until ``promql`` has a value above 0; on a
+    timeout the message holds each of ``parts`` (the rule's terms) as Prometheus has it."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        traffic()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if any(float(s["value"][1]) > 0 for s in query(url, promql)):
+                return
+            time.sleep(1)
+    terms = {part: query(url, part) for part in parts}
+    raise AssertionError(f"no series with a value for {promql} in {timeout_s} s: {terms}")
+
+
 def _value(url: str, promql: str) -> float:
     return sum(float(s["value"][1]) for s in query(url, promql))
 
@@ -187,7 +209,25 @@ def test_usage_and_cost_by_tenant_agent_scenario_and_model(stack: Stack, prom: s
     cost, expected = priced()
     assert cost == pytest.approx(expected, rel=1e-6)
 
-    # The recording rule: per-token cost as counted, GPU cost shared by tokens.
-    eventually(prom, f"runtime:cost_usd:rate5m{{{direct}}}", timeout_s=90)
-    eventually(prom, f"runtime:cost_usd:rate5m{{{agent}}}", timeout_s=90)
+    # The recording rule: per-token cost as counted, GPU cost shared by tokens. A rate
+    # needs one series seen at two values, and each of the `agents` app's two replicas
+    # counts its own series (the two turns above may have gone one to each), so traffic
+    # goes on until the rule has a rate.
+    moving(
+        prom,
+        f"runtime:cost_usd:rate5m{{{direct}}}",
+        lambda: client.chat.completions.create(
+            model=TINY_MODEL, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        ),
+    )
+    moving(
+        prom,
+        f"runtime:cost_usd:rate5m{{{agent}}}",
+        lambda: planner.session().invoke("Say hi in one word."),
+        parts=(
+            f"sum(rate(ray_runtime_usage_tokens_total{{{agent}}}[5m]))",
+            f'sum(rate(ray_runtime_usage_tokens_total{{model="{stack.model}"}}[5m]))',
+            f'sum(rate(ray_runtime_llm_gpu_cost_usd_total{{model="{stack.model}"}}[5m]))',
+        ),
+    )
     eventually(prom, f'runtime:gpu_cost_usd:rate5m{{model="{stack.model}"}}')
