@@ -125,6 +125,15 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
+#: Printed when a local cluster starts with ``--ingress haproxy`` (docs/security.md).
+HAPROXY_WARNING = (
+    "WARNING: --ingress haproxy: each ingress replica (the gateway) also listens on "
+    "every interface, on a port of its own, for HTTP that HAProxy forwards; anyone who "
+    "reaches this machine reaches those ports (the gateway's API keys still apply, "
+    "Ray's token does not). Use it on a machine behind a firewall."
+)
+
+
 def _connect(ns: argparse.Namespace, schema: Any) -> int | None:
     """Connect to ``--address``, or start a new local cluster (gone on exit; its
     processes inherit the Serve settings); an exit status if that is refused."""
@@ -150,6 +159,8 @@ def _connect(ns: argparse.Namespace, schema: Any) -> int | None:
         return 2
     if auth[local_ray.AUTH_MODE] == "disabled":
         print(local_ray.INSECURE_WARNING, file=sys.stderr)
+    if ns.ingress == "haproxy":
+        print(HAPROXY_WARNING, file=sys.stderr)
     os.environ.update(_env.serve_env(ns.ingress))
     os.environ.update(_env.proxy_tracing_env(schema.tracing_config))
     _local_keys(schema)  # before Ray starts: its processes inherit the key
