@@ -82,6 +82,8 @@ class ServeChatModel(BaseChatModel):
     model: str
     temperature: float = 0.0
     max_tokens: int = 512
+    #: How long a call waits for an unavailable model (``ServeLLM.unavailable_wait_s``).
+    unavailable_wait_s: float = 0.0
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
 
@@ -100,6 +102,7 @@ class ServeChatModel(BaseChatModel):
             model=config.model,
             temperature=config.temperature,
             max_tokens=config.max_tokens,
+            unavailable_wait_s=config.unavailable_wait_s,
         )
 
     def bind_tools(
@@ -131,7 +134,9 @@ class ServeChatModel(BaseChatModel):
         with tracing.span("llm.call", attributes, kind=SpanKind.CLIENT) as span:
             try:
                 body = self._body(messages, stop)
-                reply = await self.router.call(context.current(), "chat", body)
+                reply = await self.router.call(
+                    context.current(), "chat", body, patience_s=self.unavailable_wait_s
+                )
             except Exception as exc:
                 raise model_error(exc) from None
             result = openai_format.chat_result(reply)
@@ -159,7 +164,9 @@ class ServeChatModel(BaseChatModel):
         # The span is current only while the call starts (Serve carries the current
         # context to the replica then); a generator must not hold a context across yields.
         span = tracing.start("llm.call", llm_span_attributes(self.model), kind=SpanKind.CLIENT)
-        stream = self.router.stream(context.current(), "chat", body)
+        stream = self.router.stream(
+            context.current(), "chat", body, patience_s=self.unavailable_wait_s
+        )
         error: BaseException | None = None
         try:
             # The first step (admission, the handle call) in this task and under the

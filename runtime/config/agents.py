@@ -33,6 +33,14 @@ class ServeLLM(StrictModel):
     )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, ge=1, description="Per LLM call.")
+    unavailable_wait_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=3600.0,
+        description="How long an LLM call waits for its model (and its fallbacks) while "
+        "none is available (restarting, scaled to zero, saturated), retrying with "
+        "backoff; the turn's time budget still bounds it. 0: fail at once.",
+    )
 
     @model_validator(mode="before")
     @classmethod

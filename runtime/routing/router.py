@@ -8,6 +8,12 @@ and cost under the call's :class:`~runtime.context.CallContext` (tenant, agent,
 scenario). A request the model refused (4xx) is not retried elsewhere; streams fall
 back only before their first chunk.
 
+A caller may be *patient* (``patience_s``, the agents' LLM calls): when every model of
+the chain is unavailable (no replica, restarting, back-pressure, the replica died
+mid-call), the chain is tried again with backoff until the patience is spent, under
+the call's one reservation; a stream only until its first chunk. An LLM call has no
+side effect, so a retry is safe: at least once, and the answer used is the last.
+
     >>> router = LLMRouter(config, Limiter(config.rate_limits, config.providers))  # doctest: +SKIP
     >>> ctx = CallContext(tenant="acme", agent="assistant", scenario="support")
     >>> reply = await router.call(ctx, "chat", body)  # doctest: +SKIP
@@ -18,12 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Coroutine
-from typing import Any
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import tenacity
 
 from runtime.config.router import RouterConfig
 from runtime.context import CallContext
-from runtime.errors import LLMError, PermissionDeniedError, quote
+from runtime.errors import LLMError, ModelUnavailableError, PermissionDeniedError, quote
 from runtime.providers.client import ProviderClient
 from runtime.providers.fallback import FallbackChain, Method
 from runtime.routing.limits import Limiter
@@ -33,6 +42,70 @@ from runtime.routing.targets import External, Handles, ReadyReplicas, SelfHosted
 
 #: Which model names a caller may use (its key's scopes).
 Allowed = Callable[[str], bool]
+T = TypeVar("T")
+logger = logging.getLogger("ray.serve")
+
+
+def _retrying(patience_s: float) -> tenacity.AsyncRetrying:
+    """Retries of an unavailable model for ``patience_s``: 0.25 s, doubling to 2 s, with
+    jitter (replicas restarting together must not be met by every caller at once)."""
+    return tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(ModelUnavailableError),
+        stop=tenacity.stop_after_delay(patience_s),
+        wait=tenacity.wait_exponential_jitter(initial=0.25, max=2.0, jitter=0.25),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    logger.warning(
+        "the model is unavailable (attempt %d, %.1f s): retrying; %s",
+        state.attempt_number,
+        state.seconds_since_start or 0.0,
+        getattr(error, "message", type(error).__name__),
+    )
+
+
+async def patiently(attempt: Callable[[], Awaitable[T]], patience_s: float) -> T:
+    """``attempt()``, tried again while it raises ModelUnavailableError, for
+    ``patience_s`` (0: once)."""
+    if patience_s <= 0:
+        return await attempt()
+
+    async def run() -> T:  # a coroutine function: tenacity calls others synchronously
+        return await attempt()
+
+    return await _retrying(patience_s)(run)
+
+
+async def _opened(
+    chain: FallbackChain, method: Method, body: dict[str, Any], patience_s: float
+) -> tuple[AsyncGenerator[dict[str, Any], None], list[dict[str, Any]]]:
+    """The chain's stream and its first chunk (none: an empty stream), the stream opened
+    again while no model of the chain is available, for ``patience_s``."""
+
+    async def attempt() -> tuple[AsyncGenerator[dict[str, Any], None], list[dict[str, Any]]]:
+        chunks = chain.stream(method, body)
+        try:
+            return chunks, [await anext(chunks)]
+        except StopAsyncIteration:
+            return chunks, []
+        except BaseException:
+            await chunks.aclose()
+            raise
+
+    return await patiently(attempt, patience_s)
+
+
+async def _chained(
+    first: list[dict[str, Any]], rest: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 def with_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -125,18 +198,20 @@ class LLMRouter:
         admitted: bool = False,
         charge_later: bool = False,
         allowed: Allowed | None = None,
+        patience_s: float = 0.0,
     ) -> dict[str, Any]:
         """One answer. ``admitted``: the caller has checked the token limits already
         (the gateway, with the request's own limits); ``charge_later``: charge after
         returning (off the latency path; a Redis round trip), else before; ``allowed``:
-        the models the caller may use (a fallback outside them is skipped)."""
+        the models the caller may use (a fallback outside them is skipped);
+        ``patience_s``: how long to wait for an unavailable model (module docs)."""
         chain = self._chain_of(body, allowed)
         body, most = prepare(method, body, self._limits[body["model"]])
         if not admitted:
             await self.limiter.admit_tokens(ctx.tenant, ctx.key_id)
         reserved = await self.limiter.reserve_tokens(ctx.tenant, ctx.key_id, most)
         try:
-            reply = await chain.call(method, body)
+            reply = await patiently(lambda: chain.call(method, body), patience_s)
         except BaseException:
             await asyncio.shield(self._charge(ctx, None, None, reserved))
             raise
@@ -155,6 +230,7 @@ class LLMRouter:
         *,
         admitted: bool = False,
         allowed: Allowed | None = None,
+        patience_s: float = 0.0,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The chunks of one answer (usage only if ``stream_options`` asks for it); its
         tokens are charged when it ends, however it ends. Closing it stops the model."""
@@ -166,8 +242,9 @@ class LLMRouter:
         reserved = await self.limiter.reserve_tokens(ctx.tenant, ctx.key_id, most)
         usage, answered_by = None, None
         try:
-            async with contextlib.aclosing(chain.stream(method, upstream)) as chunks:
-                async for chunk in chunks:
+            opened, first = await _opened(chain, method, upstream, patience_s)
+            async with contextlib.aclosing(opened) as rest:
+                async for chunk in _chained(first, rest):
                     usage = usage_of(chunk) or usage
                     if answered_by is None and isinstance(chunk, dict):
                         answered_by = chunk.get("model", body["model"])

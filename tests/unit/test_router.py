@@ -232,3 +232,66 @@ def test_a_stream_closed_early_still_counts_its_answer() -> None:
     asyncio.run(first_only())
     assert counted.charged == [("acme", "a", 0)]
     assert counted.used == [(CTX, "a", 0, 0)]
+
+
+class Restarting(StandInModel):
+    """A stand-in model that is unavailable for its first ``down`` calls (a replica
+    restarting), then answers."""
+
+    def __init__(self, name: str, down: int) -> None:
+        super().__init__(name)
+        self.down = down
+
+    async def call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.up = self.calls >= self.down
+        return await super().call(method, body)
+
+    async def stream(self, method: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self.up = self.calls >= self.down
+        async for chunk in super().stream(method, body):
+            yield chunk
+
+
+def _restarting(
+    down: int, limits: dict[str, Any] | None = None
+) -> tuple[LLMRouter, Counted, Restarting]:
+    router, counted, _, _ = _router(limits)
+    model = Restarting("a", down)
+    router.chains = {"a": FallbackChain([model])}
+    return router, counted, model
+
+
+def test_a_patient_call_waits_for_a_restarting_model_under_one_reservation() -> None:
+    """Three calls find no replica; the fourth answers. The tenant's window is charged
+    one reservation (80), not one per attempt."""
+    router, counted, model = _restarting(3, {"per_tenant": {"tokens_per_minute": 100}})
+    body = {"model": "a", "messages": [], "max_tokens": 40, "n": 2}
+    reply = asyncio.run(router.call(CTX, "chat", body, patience_s=30))
+    assert reply["model"] == "a" and model.calls == 4
+    assert counted.charged == [("acme", "a", 80)]
+
+
+def test_an_impatient_call_fails_at_once() -> None:
+    router, _, model = _restarting(3)
+    with pytest.raises(ModelUnavailableError):
+        asyncio.run(router.call(CTX, "chat", {"model": "a", "messages": []}))
+    assert model.calls == 1
+
+
+def test_patience_runs_out() -> None:
+    router, _, model = _restarting(10_000)
+    with pytest.raises(ModelUnavailableError, match="unavailable"):
+        asyncio.run(router.call(CTX, "chat", {"model": "a", "messages": []}, patience_s=1))
+    assert 2 <= model.calls <= 8  # 0.25 s, doubling, with jitter: a few tries in 1 s
+
+
+def test_a_patient_stream_waits_for_its_first_chunk_and_repeats_nothing() -> None:
+    router, counted, model = _restarting(2)
+
+    async def read() -> list[Any]:
+        body = {"model": "a", "messages": []}
+        return [c async for c in router.stream(CTX, "chat", body, patience_s=30)]
+
+    chunks = asyncio.run(read())
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["hel", "lo"]
+    assert model.calls == 3 and counted.used == [(CTX, "a", 3, 2)]
