@@ -34,6 +34,7 @@ The tree (status in brackets; ``type`` on the wire in quotes)::
     ├── ModelCallError [502]               "model_error": an agent's LLM call failed
     └── UnavailableError [503]             "unavailable": retry later
         ├── AgentUnavailableError          no agent replica, saturated, or it died
+        │   └── LeaseLostError             a turn lost its session's lease: it stopped
         └── LimiterUnavailableError        the rate-limit storage is unreachable
 """
 
@@ -340,6 +341,12 @@ class UnavailableError(APIError):
 class AgentUnavailableError(UnavailableError):
     """The agents cannot take the call now: no replica, overloaded, or the replica died
     during the call. Sessions keep their last checkpoint; retrying is safe."""
+
+
+class LeaseLostError(AgentUnavailableError):
+    """A turn lost its session's lease (its replica stalled or lost the database past
+    the lease's time, and the session may be another turn's now): it stopped before
+    writing another checkpoint. On the wire: "unavailable"."""
 
 
 class LimiterUnavailableError(UnavailableError):

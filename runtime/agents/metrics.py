@@ -27,6 +27,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from runtime._metrics import SECONDS as _SECONDS
 from runtime._metrics import serve_metrics
+from runtime.agents import fencing
 from runtime.telemetry import tracing
 
 _STEPS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
@@ -182,7 +183,8 @@ _PASS_THROUGH = (
 
 class TimedCheckpointer(BaseCheckpointSaver):  # type: ignore[type-arg]
     """A LangGraph checkpointer that times and traces another's reads and writes: the
-    ``checkpoint`` stage of a turn. Everything else passes through unchanged."""
+    ``checkpoint`` stage of a turn. Writes pass the turn's lease fence first
+    (``runtime.agents.fencing``). Everything else passes through unchanged."""
 
     def __init__(
         self,
@@ -220,12 +222,14 @@ class TimedCheckpointer(BaseCheckpointSaver):  # type: ignore[type-arg]
 
     async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
         with self._io("write"):
+            await fencing.check()  # a turn that lost its lease writes nothing more
             return await self.inner.aput(config, checkpoint, metadata, new_versions)
 
     async def aput_writes(
         self, config: Any, writes: Any, task_id: str, task_path: str = ""
     ) -> None:
         with self._io("write"):
+            await fencing.check()
             await self.inner.aput_writes(config, writes, task_id, task_path)
 
 

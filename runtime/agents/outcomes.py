@@ -12,6 +12,7 @@ from runtime.config.agents import Budgets
 from runtime.errors import (
     APIError,
     BudgetExceededError,
+    LeaseLostError,
     RunCancelledError,
     RunFailedError,
 )
@@ -19,8 +20,15 @@ from runtime.errors import (
 logger = logging.getLogger("ray.serve")
 
 
-def failure(exc: BaseException, budgets: Budgets, reason: str | None) -> APIError:
-    """The error a turn that raised ``exc`` ends with (``reason``: why it was cancelled)."""
+def failure(
+    exc: BaseException, budgets: Budgets, reason: str | None, lease_lost: bool = False
+) -> APIError:
+    """The error a turn that raised ``exc`` ends with (``reason``: why it was cancelled;
+    ``lease_lost``: it was stopped because its lease may be another turn's)."""
+    if lease_lost and not isinstance(exc, LeaseLostError):
+        return LeaseLostError(
+            f"{reason or 'the turn lost its session lease'}; the session keeps its last checkpoint"
+        )
     if isinstance(exc, asyncio.CancelledError):
         return RunCancelledError(f"{reason or 'the run was cancelled'}; completed steps are kept")
     if isinstance(exc, TimeoutError):

@@ -112,6 +112,37 @@ def test_postgres_sessions_survive_a_replica_kill_mid_turn(stack: Stack, postgre
         assert threads > 0
 
 
+def test_a_killed_replicas_session_is_taken_over_at_once(stack: Stack, postgres_dsn: str) -> None:
+    """The replica running a session's turn is killed; the other replica answers the
+    next message at once (the lease, 30 s in this app, names a dead actor), instead of
+    `SessionBusyError` until the lease lapses."""
+    import psycopg
+
+    session = runtime.connect(app="pg").agent("scripted").session()  # busy: reject
+    assert session.invoke("hi").answer == "echo: hi"
+    events = session.stream("slow")  # its model step sleeps 30 s
+    assert next(events).type == "start"
+    key = session_key("default", "scripted", session.id)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        (holder,) = conn.execute(
+            "SELECT holder FROM runtime_sessions WHERE id = %s", (key,)
+        ).fetchone() or (None,)
+    assert holder and holder.startswith("serve/SERVE_REPLICA::pg#AgentServer#"), holder
+    import ray
+
+    ray.kill(ray.get_actor(holder.partition("/")[2], namespace="serve"), no_restart=True)
+    with pytest.raises(runtime.AgentUnavailableError):
+        list(events)
+    answers: list[str] = []
+
+    def next_turn() -> bool:  # Serve may still route one call to the dead replica
+        answers.append(session.invoke("after the kill").answer)
+        return True
+
+    waited = wait_for(next_turn, 20, "the next turn", 0.2, retry=runtime.AgentUnavailableError)
+    assert answers == ["echo: after the kill"] and waited < 20
+
+
 def test_200_concurrent_sessions_on_one_replica(stack: Stack) -> None:
     assert len(replicas("one")) == 1
     client = runtime.connect(app="one")

@@ -328,7 +328,9 @@ def agent_apps(tmp: Path, pg_dsn: str) -> list[dict[str, Any]]:
             "import_path": "runtime.apps:build_agent_app",
             "args": {
                 "agents": pg_agents,
-                "sessions": {**SESSIONS, "store": pg_store},
+                # A lease far longer than a replica's restart: a session of a killed
+                # replica is free at once only because the next turn takes it over.
+                "sessions": {**SESSIONS, "lease_ttl_s": 30, "store": pg_store},
             },
             "deployments": [
                 {
