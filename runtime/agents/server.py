@@ -67,13 +67,15 @@ class AgentServer:
     async def delete_session(self, tenant: str, agent: str, session_id: str) -> None:
         await self._service.delete_session(tenant, agent, session_id)
 
-    async def invoke(self, tenant: str, agent: str, session_id: str, text: str) -> RunResult:
-        return await self._service.invoke(tenant, agent, session_id, text)
+    async def invoke(
+        self, tenant: str, agent: str, session_id: str, text: str, key: str | None = None
+    ) -> RunResult:
+        return await self._service.invoke(tenant, agent, session_id, text, key)
 
     async def stream(
-        self, tenant: str, agent: str, session_id: str, text: str
+        self, tenant: str, agent: str, session_id: str, text: str, key: str | None = None
     ) -> AsyncIterator[RunEvent]:
-        async for event in self._service.stream(tenant, agent, session_id, text):
+        async for event in self._service.stream(tenant, agent, session_id, text, key):
             yield event
 
     async def history(self, tenant: str, agent: str, session_id: str) -> list[Message]:

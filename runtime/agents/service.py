@@ -13,22 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 from langchain_core.language_models import BaseChatModel
 
 from runtime import context
-from runtime.agents import outcomes
+from runtime.agents import fencing, outcomes
 from runtime.agents.chat_model import chat_model
 from runtime.agents.definitions import build_context, build_graph
-from runtime.agents.leases import Leases
+from runtime.agents.leases import Leases, Liveness, ray_actor_alive, replica_name
 from runtime.agents.metrics import AgentMetrics, TimedCheckpointer
 from runtime.agents.protocol import Message, RunEvent, RunResult, SessionInfo
 from runtime.agents.repair import INTERRUPTED_TOOL, to_message
+from runtime.agents.runs import Runs
 from runtime.agents.store import SessionRow, SessionStore, open_store, session_key
 from runtime.agents.turn import Agent, Execution, Turn, execute
 from runtime.config.agents import AgentAppConfig, LLMRef
@@ -87,24 +88,34 @@ class AgentService:
         agents: dict[str, Agent],
         metrics: AgentMetrics | None = None,
         router: LLMRouter | None = None,
+        holder: str | None = None,
+        alive: Liveness | None = None,
     ) -> None:
+        """``holder``: this replica's name in its leases, and ``alive``: whether another
+        holder is alive (``leases``: take-over; in a Serve replica, its Ray actor)."""
         self.config = config
         self.store = store
         self._agents = agents
         self._turns: dict[str, Turn] = {}
         self._queued = 0  # turns waiting for a busy session
         self.metrics = metrics or AgentMetrics.for_replica()
-        self.leases = Leases(store, config.sessions, self._turns, self._cancel)
+        self.leases = Leases(store, config.sessions, self._turns, self._cancel, holder, alive)
         self.router = router
+        self.runs = Runs(store, config.sessions, self._turns, self.leases)
 
     @classmethod
     async def open(
         cls,
         config: AgentAppConfig,
         model_factory: Callable[[LLMRef], BaseChatModel] | None = None,
+        holder: str | None = None,
+        alive: Liveness | None = None,
     ) -> AgentService:
         """``model_factory``: the chat model of an agent's ``llm`` (by default on this
-        application's router, one made from ``config.router``)."""
+        application's router, one made from ``config.router``); ``holder``, ``alive``:
+        as for the constructor (by default this process's Ray actor, if it is one)."""
+        if holder is None and alive is None and (holder := replica_name()) is not None:
+            alive = ray_actor_alive
         router = LLMRouter(config.router) if config.router is not None else None
         factory = model_factory or (lambda llm: chat_model(llm, router))
         store = await open_store(config.sessions.store)
@@ -118,7 +129,7 @@ class AgentService:
         except Exception:
             await store.close()
             raise
-        return cls(config, store, agents, metrics, router)
+        return cls(config, store, agents, metrics, router, holder, alive)
 
     async def close(self) -> None:
         for turn in list(self._turns.values()):
@@ -156,7 +167,7 @@ class AgentService:
             created_at=row.created_at,
             updated_at=row.updated_at,
             turns=row.turns,
-            running=row.running(time.time()),
+            running=row.running(),
         )
 
     async def _owned(self, tenant: str, agent: str, session_id: str) -> SessionRow:
@@ -217,9 +228,18 @@ class AgentService:
 
     # -- runs ------------------------------------------------------------------
 
-    async def invoke(self, tenant: str, agent: str, session_id: str, text: str) -> RunResult:
+    async def invoke(
+        self,
+        tenant: str,
+        agent: str,
+        session_id: str,
+        text: str,
+        idempotency_key: str | None = None,
+    ) -> RunResult:
         """Run one turn to its end; its result, or the run's error raised."""
-        turn = await self.start(tenant, agent, session_id, text, stream_tokens=False)
+        turn = await self.start(
+            tenant, agent, session_id, text, stream_tokens=False, idempotency_key=idempotency_key
+        )
         async for event in self.events(turn):
             if event.type == "final" and event.result is not None:
                 return event.result
@@ -228,17 +248,32 @@ class AgentService:
         raise RunFailedError("the run ended without a result")
 
     async def stream(
-        self, tenant: str, agent: str, session_id: str, text: str
+        self,
+        tenant: str,
+        agent: str,
+        session_id: str,
+        text: str,
+        idempotency_key: str | None = None,
     ) -> AsyncIterator[RunEvent]:
         """Run one turn, yielding its events; closing the stream cancels the run."""
-        turn = await self.start(tenant, agent, session_id, text)
+        turn = await self.start(tenant, agent, session_id, text, idempotency_key=idempotency_key)
         async for event in self.events(turn):
             yield event
 
     async def start(
-        self, tenant: str, agent: str, session_id: str, text: str, *, stream_tokens: bool = True
+        self,
+        tenant: str,
+        agent: str,
+        session_id: str,
+        text: str,
+        *,
+        stream_tokens: bool = True,
+        idempotency_key: str | None = None,
     ) -> Turn:
-        """Validate, take the session (by the agent's busy policy) and start the run."""
+        """Validate, take the session (by the agent's busy policy) and start the run.
+
+        With ``idempotency_key`` (``runs``): a turn sent before with the key is not run
+        again; this returns its outcome, follows its run, or resumes it if it died."""
         entry = self._agent(agent)
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError("the message must be a non-empty string")
@@ -256,15 +291,25 @@ class AgentService:
             key=row.id,
             thread_id=row.thread_id,
         )
+        if idempotency_key is not None:
+            turn.idem = check_id(idempotency_key, "the idempotency key")
+            earlier = await self.runs.earlier(entry.spec, turn)
+            if earlier is not None:
+                return earlier
         self._queued += 1
         try:
             await self.leases.acquire(entry.spec, turn)
+        except BaseException:
+            if turn.idem is not None:  # it never ran: a retry runs it
+                await self.store.end_run(turn.key, turn.idem, turn.run_id, None)
+            raise
         finally:
             self._queued -= 1
         self._turns[turn.run_id] = turn
         self._count_running(agent)
         run = contextvars.copy_context()  # the turn's LLM calls count for its tenant
         run.run(context.bind, CallContext(tenant, agent, entry.spec.scenario))
+        run.run(fencing.FENCE.set, functools.partial(self.leases.fence, turn))
         work = self._execute(entry, turn, text, stream_tokens)
         turn.task = asyncio.create_task(work, context=run)
         self.leases.keep_alive()
@@ -291,6 +336,7 @@ class AgentService:
         }
         with tracing.span("agent.turn", attributes):
             done = await execute(agent, turn, text, stream_tokens, self.metrics)
+            await self.runs.ended(turn, done.outcome)  # before the run is seen to end
             # The session is free before the client hears the outcome, so that its next
             # message never finds the session busy with the turn that just ended.
             turn.finished = True

@@ -20,7 +20,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,18 @@ CREATE TABLE IF NOT EXISTS runtime_sessions (
     cancel_run TEXT
 )
 """
+#: One row per turn a client sent with an idempotency key (``runs``): which run
+#: answers it and, once it has ended for good, its outcome (a run event, JSON).
+_RUNS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runtime_runs (
+    session TEXT NOT NULL,
+    idem TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    outcome TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (session, idem)
+)
+"""
 #: Rows of the schema before keys and threads (id = the session id = its thread): each
 #: is moved once, in one statement, to its key, keeping its thread.
 _ADD_THREAD = "ALTER TABLE runtime_sessions ADD COLUMN thread_id TEXT"
@@ -51,8 +63,13 @@ _MIGRATE = (
     "WHERE k.id = runtime_sessions.tenant || '/' || runtime_sessions.agent || '/' "
     "|| runtime_sessions.id)"
 )
+#: The replica whose turn holds the lease (its Ray actor's name): a turn that finds
+#: the session busy may take it over at once when that actor is dead.
+_ADD_HOLDER = "ALTER TABLE runtime_sessions ADD COLUMN holder TEXT"
 _TRY_LOCK = "SELECT pg_try_advisory_lock(724011) AS locked"
-_COLUMNS = "id, agent, tenant, created_at, updated_at, turns, run_id, lease_until, thread_id"
+_COLUMNS = (
+    "id, agent, tenant, created_at, updated_at, turns, run_id, lease_until, thread_id, holder"
+)
 
 
 def session_key(tenant: str, agent: str, session_id: str) -> str:
@@ -71,25 +88,44 @@ class SessionRow:
     run_id: str | None
     lease_until: float | None
     thread_id: str
+    holder: str | None = None
+    #: The database's clock when the row was read (lease times are the database's).
+    read_at: float = field(default=0.0, compare=False)
 
     @property
     def session_id(self) -> str:
         """The id the client knows."""
         return self.id.rsplit("/", 1)[-1]
 
-    def running(self, now: float) -> bool:
-        return self.run_id is not None and (self.lease_until or 0.0) >= now
+    def running(self) -> bool:
+        """A turn held the lease when the row was read."""
+        return self.run_id is not None and (self.lease_until or 0.0) >= self.read_at
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> SessionRow:
-        return cls(**{k: row[k] for k in _COLUMNS.split(", ")})
+        fields = {k: row[k] for k in _COLUMNS.split(", ")}
+        read_at = row["read_at"] if "read_at" in row.keys() else None  # noqa: SIM118 (sqlite3.Row)
+        return cls(**fields, read_at=float(read_at or 0.0))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The run answering a turn sent with an idempotency key; ``outcome``: its final or
+    error event (JSON) once it ended for good, None while it runs or may be resumed."""
+
+    run_id: str
+    outcome: str | None
 
 
 class SessionStore(ABC):
-    """The sessions table. Times are the replicas' clocks (keep them in sync with NTP)."""
+    """The sessions table. Lease times come from the database's clock (``_now``, a SQL
+    expression: seconds since the epoch), so replicas' clocks may differ; a session's
+    ``created_at``/``updated_at`` too."""
 
     #: The LangGraph checkpointer on the same database.
     checkpointer: Any
+    #: The database's time, in seconds since the epoch, as a SQL expression.
+    _now: str
 
     @abstractmethod
     async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -105,17 +141,20 @@ class SessionStore(ABC):
     async def create(self, tenant: str, agent: str, session_id: str) -> SessionRow | None:
         """The new session with a thread of its own, or None when the id is taken (in
         this tenant's and agent's namespace)."""
-        now = time.time()
         key, thread = session_key(tenant, agent, session_id), uuid.uuid4().hex
-        changed = await self._execute(
+        rows = await self._fetch(
             "INSERT INTO runtime_sessions (id, agent, tenant, created_at, updated_at, thread_id) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (key, agent, tenant, now, now, thread),
+            f"VALUES (?, ?, ?, {self._now}, {self._now}, ?) ON CONFLICT (id) DO NOTHING "
+            f"RETURNING {_COLUMNS}, {self._now} AS read_at",
+            (key, agent, tenant, thread),
         )
-        return SessionRow(key, agent, tenant, now, now, 0, None, None, thread) if changed else None
+        return SessionRow.of(rows[0]) if rows else None
 
     async def get(self, key: str) -> SessionRow | None:
-        rows = await self._fetch(f"SELECT {_COLUMNS} FROM runtime_sessions WHERE id = ?", (key,))
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS}, {self._now} AS read_at FROM runtime_sessions WHERE id = ?",
+            (key,),
+        )
         return SessionRow.of(rows[0]) if rows else None
 
     async def delete(self, row: SessionRow) -> bool:
@@ -123,12 +162,56 @@ class SessionStore(ABC):
         leaves the row, and deleting again finishes the work). Each step is retried a
         few times on a database error before the error is raised."""
         await _retried(self.checkpointer.adelete_thread, row.thread_id)
+        await _retried(self._execute, "DELETE FROM runtime_runs WHERE session = ?", (row.id,))
         deleted = await _retried(
             self._execute,
             "DELETE FROM runtime_sessions WHERE id = ? AND thread_id = ?",
             (row.id, row.thread_id),
         )
         return bool(deleted)
+
+    # -- runs by idempotency key ---------------------------------------------------
+
+    async def claim_run(self, key: str, idem: str, run_id: str) -> RunRecord | None:
+        """Record ``run_id`` as the run of the session's turn ``idem``; None when it is
+        the first, else the run recorded before (the turn was sent already)."""
+        rows = await self._fetch(
+            "INSERT INTO runtime_runs (session, idem, run_id, created_at) "
+            f"VALUES (?, ?, ?, {self._now}) ON CONFLICT (session, idem) DO NOTHING "
+            "RETURNING run_id",
+            (key, idem, run_id),
+        )
+        return None if rows else await self.get_run(key, idem)
+
+    async def get_run(self, key: str, idem: str) -> RunRecord | None:
+        rows = await self._fetch(
+            "SELECT run_id, outcome FROM runtime_runs WHERE session = ? AND idem = ?",
+            (key, idem),
+        )
+        return RunRecord(str(rows[0]["run_id"]), rows[0]["outcome"]) if rows else None
+
+    async def reclaim_run(self, key: str, idem: str, dead_run: str, run_id: str) -> bool:
+        """Make ``run_id`` the turn's run in place of ``dead_run`` (which ended without
+        an outcome), unless another retry did first."""
+        return (
+            await self._execute(
+                "UPDATE runtime_runs SET run_id = ? "
+                "WHERE session = ? AND idem = ? AND run_id = ? AND outcome IS NULL",
+                (run_id, key, idem, dead_run),
+            )
+            == 1
+        )
+
+    async def end_run(self, key: str, idem: str, run_id: str, outcome: str | None) -> None:
+        """Record the run's outcome (a retry then answers it); None: forget the run (it
+        never ran: a retry runs the turn)."""
+        where = "WHERE session = ? AND idem = ? AND run_id = ?"
+        params: tuple[str, ...] = (key, idem, run_id)
+        if outcome is None:
+            sql = f"DELETE FROM runtime_runs {where}"
+        else:
+            sql, params = f"UPDATE runtime_runs SET outcome = ? {where}", (outcome, *params)
+        await _retried(self._execute, sql, params)
 
     async def prune(self, idle_before: float, dry_run: bool = False) -> list[str]:
         """Delete the sessions (and their checkpoints) last used before ``idle_before``
@@ -137,10 +220,9 @@ class SessionStore(ABC):
         Each is deleted only if it is still idle at that moment: a session that starts a
         turn meanwhile stays.
         """
-        idle = "updated_at < ? AND (run_id IS NULL OR COALESCE(lease_until, 0) < ?)"
+        idle = f"updated_at < ? AND (run_id IS NULL OR COALESCE(lease_until, 0) < {self._now})"
         rows = await self._fetch(
-            f"SELECT id FROM runtime_sessions WHERE {idle} ORDER BY updated_at",
-            (idle_before, time.time()),
+            f"SELECT id FROM runtime_sessions WHERE {idle} ORDER BY updated_at", (idle_before,)
         )
         ids = [str(r["id"]) for r in rows]
         if dry_run:
@@ -149,31 +231,58 @@ class SessionStore(ABC):
         for key in ids:
             rows = await self._fetch(
                 f"DELETE FROM runtime_sessions WHERE id = ? AND {idle} RETURNING thread_id",
-                (key, idle_before, time.time()),
+                (key, idle_before),
             )
             if rows:
                 await _retried(self.checkpointer.adelete_thread, rows[0]["thread_id"])
+                await _retried(self._execute, "DELETE FROM runtime_runs WHERE session = ?", (key,))
                 deleted.append(key)
         return deleted
 
-    async def acquire(self, key: str, run_id: str, ttl_s: float) -> bool:
-        """Take the session's lease for ``run_id`` unless a live turn holds it."""
-        now = time.time()
+    async def acquire(self, key: str, run_id: str, ttl_s: float, holder: str | None = None) -> bool:
+        """Take the session's lease for ``run_id`` (held by ``holder``, this replica)
+        unless a live turn holds it."""
+        now = self._now
         return (
-            await self._execute(
-                "UPDATE runtime_sessions SET run_id = ?, lease_until = ?, cancel_run = NULL, "
-                "turns = turns + 1, updated_at = ? "
-                "WHERE id = ? AND (run_id IS NULL OR lease_until < ?)",
-                (run_id, now + ttl_s, now, key, now),
+            await self._lease_execute(
+                f"UPDATE runtime_sessions SET run_id = ?, lease_until = {now} + ?, holder = ?, "
+                f"cancel_run = NULL, turns = turns + 1, updated_at = {now} "
+                f"WHERE id = ? AND (run_id IS NULL OR lease_until < {now})",
+                (run_id, ttl_s, holder, key),
             )
             == 1
         )
 
+    async def take_over(
+        self, key: str, run_id: str, ttl_s: float, holder: str | None, dead_run: str
+    ) -> bool:
+        """Take the lease from ``dead_run`` (whose replica is dead), if it still holds it."""
+        now = self._now
+        return (
+            await self._lease_execute(
+                f"UPDATE runtime_sessions SET run_id = ?, lease_until = {now} + ?, holder = ?, "
+                f"cancel_run = NULL, turns = turns + 1, updated_at = {now} "
+                "WHERE id = ? AND run_id = ?",
+                (run_id, ttl_s, holder, key, dead_run),
+            )
+            == 1
+        )
+
+    async def holds(self, key: str, run_id: str, margin_s: float) -> bool:
+        """Whether ``run_id`` holds the session's lease for ``margin_s`` more seconds at
+        least (the fence a turn passes before each checkpoint write)."""
+        rows = await self._lease_fetch(
+            "SELECT 1 AS held FROM runtime_sessions "
+            f"WHERE id = ? AND run_id = ? AND lease_until >= {self._now} + ?",
+            (key, run_id, margin_s),
+        )
+        return bool(rows)
+
     async def release(self, key: str, run_id: str) -> None:
-        await self._execute(
+        await self._lease_execute(
             "UPDATE runtime_sessions SET run_id = NULL, lease_until = NULL, cancel_run = NULL, "
-            "updated_at = ? WHERE id = ? AND run_id = ?",
-            (time.time(), key, run_id),
+            f"holder = NULL, updated_at = {self._now} WHERE id = ? AND run_id = ?",
+            (key, run_id),
         )
 
     async def renew(self, run_ids: Sequence[str], ttl_s: float) -> set[str]:
@@ -183,11 +292,11 @@ class SessionStore(ABC):
         if not run_ids:
             return set()
         marks = ", ".join("?" * len(run_ids))
-        await self._execute(
-            f"UPDATE runtime_sessions SET lease_until = ? WHERE run_id IN ({marks})",
-            (time.time() + ttl_s, *run_ids),
+        await self._lease_execute(
+            f"UPDATE runtime_sessions SET lease_until = {self._now} + ? WHERE run_id IN ({marks})",
+            (ttl_s, *run_ids),
         )
-        rows = await self._fetch(
+        rows = await self._lease_fetch(
             f"SELECT run_id FROM runtime_sessions WHERE run_id IN ({marks}) "
             "AND (cancel_run IS NULL OR cancel_run <> run_id)",
             tuple(run_ids),
@@ -196,14 +305,21 @@ class SessionStore(ABC):
 
     async def request_cancel(self, key: str) -> str | None:
         """Ask the replica running this session's turn to stop it; that run's id."""
-        now = time.time()
         await self._execute(
             "UPDATE runtime_sessions SET cancel_run = run_id "
-            "WHERE id = ? AND run_id IS NOT NULL AND lease_until >= ?",
-            (key, now),
+            f"WHERE id = ? AND run_id IS NOT NULL AND lease_until >= {self._now}",
+            (key,),
         )
         row = await self.get(key)
-        return row.run_id if row and row.running(now) else None
+        return row.run_id if row and row.running() else None
+
+    # Leases have their own connection where the database allows (PostgreSQL): a
+    # heartbeat must not wait behind turns that hold every connection of the pool.
+    async def _lease_execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await self._execute(sql, params)
+
+    async def _lease_fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
+        return await self._fetch(sql, params)
 
 
 async def _retried(fn: Any, *args: Any) -> Any:
@@ -219,12 +335,13 @@ async def _retried(fn: Any, *args: Any) -> Any:
 
 
 async def _migrate(execute: Any) -> None:
-    """Bring a table of the older schema up to this one (idempotent)."""
-    try:
-        await execute(_ADD_THREAD)
-    except Exception as exc:  # the column is there already (both databases say so)
-        if "thread_id" not in str(exc) and "duplicate" not in str(exc).lower():
-            raise
+    """Bring a table of an older schema up to this one (idempotent)."""
+    for statement, column in ((_ADD_THREAD, "thread_id"), (_ADD_HOLDER, "holder")):
+        try:
+            await execute(statement)
+        except Exception as exc:  # the column is there already (both databases say so)
+            if column not in str(exc) and "duplicate" not in str(exc).lower():
+                raise
     await execute(_MIGRATE)
 
 
@@ -233,6 +350,8 @@ class SqliteSessionStore(SessionStore):
     Python's default (a transaction opened before each write, committed by a separate
     call), a write cancelled between the two left the transaction open, and its write
     lock shut every other replica out of the file ("database is locked")."""
+
+    _now = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, conn: Any, saver_conn: Any, saver: Any) -> None:
         self._conn = conn
@@ -250,21 +369,33 @@ class SqliteSessionStore(SessionStore):
         conn.row_factory = _sqlite_row()
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute(_SCHEMA)
+        await conn.execute(_RUNS_SCHEMA)
         await _migrate(conn.execute)
         saver_conn = await _sqlite_connect(path)
         saver = AsyncSqliteSaver(saver_conn)
         await saver.setup()
         return cls(conn, saver_conn, saver)
 
+    async def _run(self, sql: str, params: Sequence[Any], rows: bool) -> Any:
+        """One statement run to its end even when the caller is cancelled: a statement
+        left half-read keeps its transaction open, and the connection's next write then
+        fails at once ("database is locked": its snapshot is stale)."""
+
+        async def run() -> Any:
+            async with self._lock:
+                cursor = await self._conn.execute(sql, params)
+                try:
+                    return list(await cursor.fetchall()) if rows else int(cursor.rowcount)
+                finally:
+                    await cursor.close()
+
+        return await asyncio.shield(run())
+
     async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._lock:
-            cursor = await self._conn.execute(sql, params)
-            return int(cursor.rowcount)
+        return int(await self._run(sql, params, rows=False))
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
-        async with self._lock:
-            cursor = await self._conn.execute(sql, params)
-            return list(await cursor.fetchall())
+        return list(await self._run(sql, params, rows=True))
 
     async def close(self) -> None:
         await self._saver_conn.close()
@@ -289,8 +420,13 @@ def _sqlite_row() -> Any:
 
 
 class PostgresSessionStore(SessionStore):
-    def __init__(self, pool: Any, saver: Any) -> None:
+    """Turns and checkpoints share a pool; leases have a small one of their own."""
+
+    _now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+
+    def __init__(self, pool: Any, saver: Any, lease_pool: Any = None) -> None:
         self._pool = pool
+        self._lease_pool = lease_pool or pool
         self.checkpointer = saver
 
     @classmethod
@@ -300,20 +436,26 @@ class PostgresSessionStore(SessionStore):
         from psycopg_pool import AsyncConnectionPool
 
         dsn = config.dsn if config.dsn is not None else _env.required(str(config.dsn_env))
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=config.pool_size,
-            open=False,
-            # Each connection is checked as it leaves the pool (a round trip): one the
-            # server or a proxy dropped meanwhile is replaced, not handed to a turn.
-            check=AsyncConnectionPool.check_connection,
-            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
-        )
+
+        def new_pool(size: int) -> AsyncConnectionPool[Any]:
+            return AsyncConnectionPool(
+                dsn,
+                min_size=1,
+                max_size=size,
+                open=False,
+                # Each connection is checked as it leaves the pool (a round trip): one the
+                # server or a proxy dropped meanwhile is replaced, not handed to a turn.
+                check=AsyncConnectionPool.check_connection,
+                kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+            )
+
+        pool, lease_pool = new_pool(config.pool_size), new_pool(2)
         try:
             await pool.open(wait=True, timeout=30)
+            await lease_pool.open(wait=True, timeout=30)
         except Exception as exc:  # the DSN may hold a password: never print it
             await pool.close()
+            await lease_pool.close()
             raise RuntimeError(f"cannot connect to PostgreSQL ({type(exc).__name__})") from None
         saver = AsyncPostgresSaver(pool)
         async with pool.connection() as conn:
@@ -328,23 +470,34 @@ class PostgresSessionStore(SessionStore):
             try:
                 await saver.setup()
                 await conn.execute(_SCHEMA)
+                await conn.execute(_RUNS_SCHEMA)
                 await _migrate(conn.execute)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(724011)")
-        return cls(pool, saver)
+        return cls(pool, saver, lease_pool)
+
+    @staticmethod
+    async def _run(pool: Any, sql: str, params: Sequence[Any], rows: bool) -> Any:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(sql.replace("?", "%s"), params)
+            return list(await cursor.fetchall()) if rows else int(cursor.rowcount)
 
     async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(sql.replace("?", "%s"), params)
-            return int(cursor.rowcount)
+        return int(await self._run(self._pool, sql, params, rows=False))
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(sql.replace("?", "%s"), params)
-            return list(await cursor.fetchall())
+        return list(await self._run(self._pool, sql, params, rows=True))
+
+    async def _lease_execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(await self._run(self._lease_pool, sql, params, rows=False))
+
+    async def _lease_fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
+        return list(await self._run(self._lease_pool, sql, params, rows=True))
 
     async def close(self) -> None:
         await self._pool.close()
+        if self._lease_pool is not self._pool:
+            await self._lease_pool.close()
 
 
 def sqlite_path(config: SqliteStore) -> Path:

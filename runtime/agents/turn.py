@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import LLMResult
 
 from runtime.agents import outcomes
@@ -44,6 +45,9 @@ class Turn:
     task: asyncio.Task[None] | None = None
     reason: str | None = None
     finished: bool = False  # past the graph: releasing the lease, cancels come too late
+    lease_lost: bool = False  # another turn may hold the session: write nothing more
+    idem: str | None = None  # the client's idempotency key of this turn
+    resume: bool = False  # an earlier run of this turn died: continue what it wrote
 
     def cancel(self, reason: str) -> None:
         if self.task is not None and not self.task.done() and not self.finished:
@@ -99,17 +103,51 @@ async def execute(
     }
     try:
         async with asyncio.timeout(budgets.max_seconds):
-            inputs = {"messages": [*await repair(agent.graph, config), HumanMessage(text)]}
+            inputs, run = await _inputs(agent, turn, text, config, transcript)
             modes = ["updates", "messages"] if stream_tokens else ["updates"]
             # Durability "sync": each step is in the store before the next starts, so a
             # replica that dies loses at most the step it was running.
             stream = agent.graph.astream(inputs, config, stream_mode=modes, durability="sync")
-            async for mode, chunk in stream:
+            async for mode, chunk in stream if run else _nothing():
                 transcript.add(mode, chunk)
         elapsed = time.monotonic() - started
         result = transcript.result(turn.session_id, tokens.usage, elapsed)
         outcome = RunEvent(type="final", run_id=turn.run_id, result=result)
     except (asyncio.CancelledError, Exception) as exc:
-        failure = outcomes.failure(exc, budgets, turn.reason)
+        failure = outcomes.failure(exc, budgets, turn.reason, turn.lease_lost)
         outcome = outcomes.error_event(turn.run_id, failure)
     return Execution(outcome, transcript, tokens, time.monotonic() - started)
+
+
+def input_id(idem: str) -> str:
+    """The id of the user message of a turn sent with idempotency key ``idem``."""
+    return f"turn-{idem}"
+
+
+async def _nothing() -> AsyncIterator[tuple[str, Any]]:
+    return
+    yield
+
+
+async def _inputs(
+    agent: Agent, turn: Turn, text: str, config: dict[str, Any], transcript: Transcript
+) -> tuple[dict[str, Any] | None, bool]:
+    """The graph's input: the user's message after results for tool calls a previous
+    turn left unanswered; or, resuming a run of this same turn that died (``resume``),
+    None when its message is in the thread already: the graph continues from its last
+    checkpoint (steps it had not finished run again: at least once), and a run that
+    had finished gives its last answer without running (False: do not run the graph)."""
+    message = HumanMessage(text, id=input_id(turn.idem) if turn.idem else None)
+    if turn.resume and turn.idem:
+        state = await agent.graph.aget_state(config)
+        messages = list((state.values or {}).get("messages", []))
+        ids = [getattr(m, "id", None) for m in messages]
+        if message.id in ids:
+            if not state.next:  # it ended; only its outcome was not recorded
+                after = messages[ids.index(message.id) + 1 :]
+                transcript.answer = next(
+                    (m.text for m in reversed(after) if isinstance(m, AIMessage)), ""
+                )
+                return None, False
+            return None, True
+    return {"messages": [*await repair(agent.graph, config), message]}, True

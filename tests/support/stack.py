@@ -141,6 +141,13 @@ SCRIPT_RULES: list[dict[str, Any]] = [
             {"answer": "finally done", "delay_s": 30},
         ],
     },
+    {
+        "when": "tool then two seconds",
+        "steps": [
+            {"tool": "calculator", "args": {"expression": "1+1"}},
+            {"answer": "done after the tool", "delay_s": 2},
+        ],
+    },
     {"when": "slow", "steps": [{"answer": "finally done", "delay_s": 30}]},
     {"when": "half a second", "steps": [{"answer": "done: {user}", "delay_s": 0.5}]},
     {"when": "six seconds", "steps": [{"answer": "done", "delay_s": 6}]},

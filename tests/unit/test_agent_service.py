@@ -317,3 +317,160 @@ def test_runs_cancelled_mid_write_never_lock_out_other_replicas(tmp_path: Path) 
         return done
 
     assert _run(tmp_path, body) == 40
+
+
+def _run_named(
+    tmp_path: Path,
+    body: Callable[[AgentService, AgentService, set[str]], Awaitable[T]],
+    **agent: Any,
+) -> T:
+    """Two replicas named "one" and "two", and which of them Ray would call alive (a
+    stand-in for Ray's actor table, which tests/cluster/test_agents_recovery.py uses)."""
+
+    async def main() -> T:
+        config = _config(tmp_path, **agent)
+        live = {"one", "two"}
+
+        async def alive(name: str) -> bool:
+            return name in live
+
+        one = await AgentService.open(config, holder="one", alive=alive)
+        two = await AgentService.open(config, holder="two", alive=alive)
+        try:
+            return await body(one, two, live)
+        finally:
+            await one.close()
+            await two.close()
+
+    return asyncio.run(main())
+
+
+def test_a_dead_holders_session_is_taken_at_once(tmp_path: Path) -> None:
+    """The lease names its replica; while that replica lives the session is busy, once
+    it is dead the next message takes the session without waiting for the lease (60 s
+    here) to lapse, and continues from the last checkpoint."""
+
+    async def body(one: AgentService, two: AgentService, live: set[str]) -> list[str]:
+        sid = (await one.create_session("t", "s")).id
+        await one.invoke("t", "s", sid, "add")
+        # A turn of `one` holds the lease for a minute; `one` is alive: busy.
+        assert await one.store.acquire(session_key("t", "s", sid), "run-of-one", 60, "one")
+        with pytest.raises(SessionBusyError):
+            await two.invoke("t", "s", sid, "hi")
+        live.discard("one")  # the replica died
+        async with asyncio.timeout(2):
+            assert (await two.invoke("t", "s", sid, "hi")).answer == "echo: hi"
+        assert two.leases.taken_over == 1
+        return [m.content for m in await two.history("t", "s", sid)]
+
+    assert _run_named(tmp_path, body)[-2:] == ["hi", "echo: hi"]
+
+
+def test_a_turn_that_lost_its_lease_writes_nothing_more(tmp_path: Path) -> None:
+    """A live replica stalls (its renewals stop reaching the store), its lease lapses and
+    another turn takes the session. When the stalled turn comes back it stops before its
+    next checkpoint write (LeaseLostError, retryable), and the other turn's messages
+    stand. (Before: it wrote its answer on top of the other turn's, two turns on one
+    thread.)"""
+
+    async def body(one: AgentService, two: AgentService, live: set[str]) -> tuple[Any, list[str]]:
+        sid = (await one.create_session("t", "s")).id
+
+        async def stalled(run_ids: Any, ttl_s: float) -> set[str]:
+            return set()  # the heartbeat runs, but nothing reaches the database
+
+        one.store.renew = stalled  # type: ignore[method-assign]
+        turn = await one.start("t", "s", sid, "half a second", stream_tokens=False)
+        await _wait_running(one, sid)
+        await one.store._execute("UPDATE runtime_sessions SET lease_until = 0")  # lapsed
+        assert (await two.invoke("t", "s", sid, "hi")).answer == "echo: hi"
+        events = [e async for e in one.events(turn)]
+        return events[-1].error, [m.content for m in await two.history("t", "s", sid)]
+
+    error, history = _run_named(tmp_path, body)
+    assert error is not None and error["type"] == "unavailable"
+    assert "lost its session's lease" in error["message"]
+    assert history[-2:] == ["hi", "echo: hi"] and "done: half a second" not in history
+
+
+def test_lease_times_are_the_databases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica whose clock runs an hour ahead takes a lease of 1.5 s, not of an hour
+    and 1.5 s: the other replica gets the session once it lapses."""
+    import time
+
+    async def body(one: AgentService, two: AgentService) -> str:
+        sid = (await one.create_session("t", "s")).id
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 3600)
+        assert await one.store.acquire(session_key("t", "s", sid), "skewed-run", ttl_s=1.5)
+        monkeypatch.setattr(time, "time", real)
+        with pytest.raises(SessionBusyError):
+            await two.invoke("t", "s", sid, "hi")
+        await asyncio.sleep(1.6)
+        return (await two.invoke("t", "s", sid, "hi")).answer
+
+    assert _run(tmp_path, body) == "echo: hi"
+
+
+def test_a_retried_turn_is_answered_once(tmp_path: Path) -> None:
+    """The same key after the run ended: the same result (same run), the message and
+    its tool call once in the history, the session's turn count unchanged."""
+
+    async def body(one: AgentService, two: AgentService) -> tuple[Any, Any, list[str], int]:
+        sid = (await one.create_session("t", "s")).id
+        first = await one.invoke("t", "s", sid, "add", idempotency_key="k1")
+        again = await two.invoke("t", "s", sid, "add", idempotency_key="k1")
+        info = await two.get_session("t", "s", sid)
+        return first, again, [m.content for m in await two.history("t", "s", sid)], info.turns
+
+    first, again, history, turns = _run(tmp_path, body)
+    assert again == first and first.answer == "2+3=5"
+    assert history == ["add", "", "5", "2+3=5"] and turns == 1
+
+
+def test_a_retry_while_the_run_runs_follows_it(tmp_path: Path) -> None:
+    """A retry lands on the other replica while the first run is still going: it waits
+    for that run's outcome instead of running the message again (or SessionBusy)."""
+
+    async def body(one: AgentService, two: AgentService) -> tuple[Any, Any, list[str]]:
+        sid = (await one.create_session("t", "s")).id
+        first = asyncio.create_task(
+            one.invoke("t", "s", sid, "half a second", idempotency_key="k1")
+        )
+        await _wait_running(one, sid)
+        again = await two.invoke("t", "s", sid, "half a second", idempotency_key="k1")
+        return await first, again, [m.content for m in await two.history("t", "s", sid)]
+
+    first, again, history = _run(tmp_path, body)
+    assert again.run_id == first.run_id and again.answer == "done: half a second"
+    assert history == ["half a second", "done: half a second"]
+
+
+def test_a_retry_resumes_a_cut_off_run_from_its_checkpoint(tmp_path: Path) -> None:
+    """The run is cut off after its tool step (a cut connection cancels it); the retry
+    continues from the checkpoint: the message and the tool call are not repeated."""
+
+    async def body(one: AgentService, two: AgentService) -> tuple[str, list[str]]:
+        sid = (await one.create_session("t", "s")).id
+        turn = await one.start("t", "s", sid, "tool then two seconds", idempotency_key="k1")
+        while not any(m.role == "tool" for m in await two.history("t", "s", sid)):
+            await asyncio.sleep(0.02)
+        turn.cancel("the client's connection was cut")
+        [e async for e in one.events(turn)]
+        again = await two.invoke("t", "s", sid, "tool then two seconds", idempotency_key="k1")
+        return again.answer, [m.content for m in await two.history("t", "s", sid)]
+
+    answer, history = _run(tmp_path, body)
+    assert answer == "done after the tool"
+    assert history == ["tool then two seconds", "", "2", "done after the tool"]
+
+
+def test_a_retry_of_a_run_that_failed_gets_the_same_error(tmp_path: Path) -> None:
+    async def body(one: AgentService, two: AgentService) -> int:
+        sid = (await one.create_session("t", "s")).id
+        for service in (one, two):
+            with pytest.raises(BudgetExceededError, match="3 steps"):
+                await service.invoke("t", "s", sid, "loop", idempotency_key="k1")
+        return (await one.get_session("t", "s", sid)).turns
+
+    assert _run(tmp_path, body, budgets={"max_steps": 3}) == 1
