@@ -23,9 +23,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
+
+import tenacity
 
 from runtime import _env, _sse, _streams, names
 from runtime.agents.protocol import (
@@ -48,8 +51,10 @@ class Transport(Protocol):
     async def create_session(self, agent: str, session_id: str | None) -> SessionInfo: ...
     async def get_session(self, agent: str, session_id: str) -> SessionInfo: ...
     async def delete_session(self, agent: str, session_id: str) -> None: ...
-    async def invoke(self, agent: str, session_id: str, text: str) -> RunResult: ...
-    def stream(self, agent: str, session_id: str, text: str) -> AsyncIterator[RunEvent]: ...
+    async def invoke(self, agent: str, session_id: str, text: str, key: str) -> RunResult: ...
+    def stream(
+        self, agent: str, session_id: str, text: str, key: str
+    ) -> AsyncIterator[RunEvent]: ...
     async def history(self, agent: str, session_id: str) -> list[Message]: ...
     async def cancel(self, agent: str, session_id: str) -> bool: ...
     async def aclose(self) -> None: ...
@@ -124,13 +129,13 @@ class HandleTransport:
     async def delete_session(self, agent: str, session_id: str) -> None:
         await self._call("delete_session", agent, session_id)
 
-    async def invoke(self, agent: str, session_id: str, text: str) -> RunResult:
-        result: RunResult = await self._call("invoke", agent, session_id, text)
+    async def invoke(self, agent: str, session_id: str, text: str, key: str) -> RunResult:
+        result: RunResult = await self._call("invoke", agent, session_id, text, key)
         return result
 
-    def stream(self, agent: str, session_id: str, text: str) -> AsyncIterator[RunEvent]:
+    def stream(self, agent: str, session_id: str, text: str, key: str) -> AsyncIterator[RunEvent]:
         response = self._handle.options(stream=True).stream.remote(
-            self._tenant, agent, session_id, text
+            self._tenant, agent, session_id, text, key
         )
         # Closing the stream cancels the replica's generator, so the run is cancelled.
         return _streams.relay(response, AgentError.from_remote)
@@ -172,11 +177,13 @@ class HttpTransport:
             self._clients[loop] = client
         return client
 
-    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+    async def _request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
         import httpx
 
         try:
-            response = await self._client().request(method, path, json=body)
+            response = await self._client().request(method, path, json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise AgentError.from_remote(exc) from None
         if response.status_code >= 400:
@@ -197,18 +204,20 @@ class HttpTransport:
     async def delete_session(self, agent: str, session_id: str) -> None:
         await self._request("DELETE", f"/{agent}/sessions/{session_id}")
 
-    async def invoke(self, agent: str, session_id: str, text: str) -> RunResult:
-        data = await self._request(
-            "POST", f"/{agent}/sessions/{session_id}/invoke", {"message": text}
-        )
+    async def invoke(self, agent: str, session_id: str, text: str, key: str) -> RunResult:
+        path = f"/{agent}/sessions/{session_id}/invoke"
+        data = await self._request("POST", path, {"message": text}, {IDEMPOTENCY_HEADER: key})
         return RunResult.model_validate(data)
 
-    async def stream(self, agent: str, session_id: str, text: str) -> AsyncIterator[RunEvent]:
+    async def stream(
+        self, agent: str, session_id: str, text: str, key: str
+    ) -> AsyncIterator[RunEvent]:
         import httpx
 
         path = f"/{agent}/sessions/{session_id}/stream"
+        body, headers = {"message": text}, {IDEMPOTENCY_HEADER: key}
         try:
-            async with self._client().stream("POST", path, json={"message": text}) as response:
+            async with self._client().stream("POST", path, json=body, headers=headers) as response:
                 if response.status_code >= 400:
                     raise _http_error(response.status_code, await response.aread())
                 async for data in _sse.payloads(response.aiter_text()):
@@ -231,6 +240,28 @@ class HttpTransport:
             await client.aclose()
 
 
+#: The HTTP header of a turn's idempotency key (docs/agents.md: Retries).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+async def _retried(retry_s: float, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``fn(*args)``, called again while it raises AgentUnavailableError, for
+    ``retry_s``: 0.25 s doubling to 4 s, with jitter (tenacity)."""
+    if retry_s <= 0:
+        return await fn(*args)
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(AgentUnavailableError),
+        stop=tenacity.stop_after_delay(retry_s),
+        wait=tenacity.wait_exponential_jitter(initial=0.25, max=4.0, jitter=0.25),
+        reraise=True,
+    )
+
+    async def call() -> T:
+        return await fn(*args)
+
+    return await retrying(call)
+
+
 def _http_error(status: int, content: bytes) -> AgentError:
     try:
         body = json.loads(content)
@@ -238,7 +269,9 @@ def _http_error(status: int, content: bytes) -> AgentError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return AgentError.from_body(body, status)
-    if status in (429, 502, 503, 504):
+    # Not the runtime's answer (it always sends an error body): a proxy's, e.g. Serve's
+    # 500 when the gateway's replica died mid-request. Retrying is safe (the key).
+    if status in (429, 500, 502, 503, 504):
         return AgentUnavailableError(f"the agent service answered HTTP {status}; retry later")
     return AgentError(f"the agent service answered HTTP {status}")
 
@@ -249,29 +282,58 @@ def _http_error(status: int, content: bytes) -> AgentError:
 class Session:
     """One conversation with an agent; its state lives in the cluster's session store."""
 
-    def __init__(self, transport: Transport, agent: str, info: SessionInfo) -> None:
+    def __init__(
+        self, transport: Transport, agent: str, info: SessionInfo, retry_s: float = 60.0
+    ) -> None:
         self._t = transport
         self.agent = agent
         self.id = info.id
         self.info = info
+        self._retry_s = retry_s
 
     def __repr__(self) -> str:
         return f"Session(agent={self.agent!r}, id={self.id!r})"
 
-    async def ainvoke(self, text: str) -> RunResult:
-        """Run one turn; its result. Raises AgentError (e.g. BudgetExceededError)."""
-        return await self._t.invoke(self.agent, self.id, text)
+    async def ainvoke(self, text: str, *, idempotency_key: str | None = None) -> RunResult:
+        """Run one turn; its result. Raises AgentError (e.g. BudgetExceededError).
 
-    def invoke(self, text: str) -> RunResult:
-        return _Bridge.run(self.ainvoke(text))
+        The turn carries ``idempotency_key`` (a new random one by default). When the
+        service is unavailable (a replica died, no replica, overloaded, the connection
+        was cut) the call is sent again with the same key for up to ``retry_s``
+        (``connect``), with backoff: the turn runs once, or resumes from its last
+        checkpoint, and its message is never appended twice (docs/agents.md).
+        """
+        key = idempotency_key or uuid.uuid4().hex
+        return await _retried(self._retry_s, self._t.invoke, self.agent, self.id, text, key)
 
-    async def astream(self, text: str) -> AsyncIterator[RunEvent]:
-        """Run one turn, yielding its events; stopping early cancels the run."""
-        async for event in self._t.stream(self.agent, self.id, text):
-            yield event
+    def invoke(self, text: str, *, idempotency_key: str | None = None) -> RunResult:
+        return _Bridge.run(self.ainvoke(text, idempotency_key=idempotency_key))
 
-    def stream(self, text: str) -> Iterator[RunEvent]:
-        return _Bridge.iterate(self.astream(text))
+    async def astream(
+        self, text: str, *, idempotency_key: str | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """Run one turn, yielding its events; stopping early cancels the run. Retried as
+        ``ainvoke`` is, until its first event; a stream cut later raises
+        AgentUnavailableError: stream or invoke again with the same ``idempotency_key``
+        to resume (or get) the turn."""
+        key = idempotency_key or uuid.uuid4().hex
+
+        async def first() -> tuple[AsyncIterator[RunEvent], RunEvent | None]:
+            events = self._t.stream(self.agent, self.id, text, key)
+            return events, await anext(aiter(events), None)
+
+        events, event = await _retried(self._retry_s, first)
+        try:
+            while event is not None:
+                yield event
+                event = await anext(aiter(events), None)
+        finally:
+            closer = getattr(events, "aclose", None)
+            if closer is not None:
+                await closer()  # the run is cancelled (stopping early)
+
+    def stream(self, text: str, *, idempotency_key: str | None = None) -> Iterator[RunEvent]:
+        return _Bridge.iterate(self.astream(text, idempotency_key=idempotency_key))
 
     async def ahistory(self) -> list[Message]:
         return await self._t.history(self.agent, self.id)
@@ -301,9 +363,10 @@ class Session:
 
 
 class Agent:
-    def __init__(self, transport: Transport, name: str) -> None:
+    def __init__(self, transport: Transport, name: str, retry_s: float = 60.0) -> None:
         self._t = transport
         self.name = name
+        self._retry_s = retry_s
 
     async def asession(self, id: str | None = None, *, create: bool = False) -> Session:
         """A new session (``id=None``, or ``create=True`` with your own id), or an existing
@@ -312,7 +375,7 @@ class Agent:
             info = await self._t.create_session(self.name, id)
         else:
             info = await self._t.get_session(self.name, id)
-        return Session(self._t, self.name, info)
+        return Session(self._t, self.name, info, self._retry_s)
 
     def session(self, id: str | None = None, *, create: bool = False) -> Session:
         return _Bridge.run(self.asession(id, create=create))
@@ -321,11 +384,12 @@ class Agent:
 class Client:
     """Entry point of the SDK; see :func:`connect`."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, retry_s: float = 60.0) -> None:
         self.transport = transport
+        self.retry_s = retry_s
 
     def agent(self, name: str) -> Agent:
-        return Agent(self.transport, name)
+        return Agent(self.transport, name, self.retry_s)
 
     async def aagents(self) -> list[str]:
         return await self.transport.agents()
@@ -353,8 +417,12 @@ def connect(
     tenant: str | None = None,
     api_key: str | None = None,
     timeout: float = 300.0,
+    retry_s: float = 60.0,
 ) -> Client:
     """Connect to the agents of a running stack.
+
+    ``retry_s``: how long a turn is retried while the service is unavailable (0: never;
+    ``Session.ainvoke``). Each try waits ``timeout`` at most.
 
     - ``url`` given: HTTP to the gateway at that address, with ``api_key`` (default
       ``$RUNTIME_API_KEY``) as the bearer token; the key decides the tenant.
@@ -375,9 +443,9 @@ def connect(
         if not ray.is_initialized() and _env.ray_address() is not None:
             ray.init(address=_env.ray_address(), log_to_driver=False)
         if ray.is_initialized():
-            return Client(HandleTransport(app, tenant or DEFAULT_TENANT))
+            return Client(HandleTransport(app, tenant or DEFAULT_TENANT), retry_s)
         url = _env.runtime_url()
     if tenant is not None:
         raise ValueError("over HTTP the tenant is the API key's; `tenant` is for handles")
     key = api_key if api_key is not None else _env.optional(_env.RUNTIME_API_KEY)
-    return Client(HttpTransport(url, key, timeout))
+    return Client(HttpTransport(url, key, timeout), retry_s)

@@ -9,6 +9,9 @@
     POST   /v1/agents/{agent}/sessions/{id}/invoke      {"message"}: the run's result
     POST   /v1/agents/{agent}/sessions/{id}/stream      {"message"}: its events, SSE
 
+``invoke`` and ``stream`` take an optional ``Idempotency-Key`` header: a turn sent
+again with the key is answered by its first run (runtime/agents/runs.py).
+
 Each calls the agent application by handle, with the caller's tenant as the first
 argument (the caller cannot choose it). A stream's ``start`` event is received before
 the response starts (a busy or missing session is a 4xx); a client that goes away
@@ -157,10 +160,15 @@ async def _message(request: Request) -> str:
     return message
 
 
+def _idempotency_key(request: Request) -> str | None:
+    """The client's ``Idempotency-Key`` (the agents check its shape: 400 if bad)."""
+    return request.headers.get("idempotency-key")
+
+
 @routes.post(SESSION + "/invoke", openapi_extra=request_body(AgentMessage))
 async def invoke(agent: str, session_id: str, request: Request, caller: Caller) -> RunResult:
-    message = await _message(request)
-    result: RunResult = await _call(request, caller, agent, "invoke", session_id, message)
+    message, key = await _message(request), _idempotency_key(request)
+    result: RunResult = await _call(request, caller, agent, "invoke", session_id, message, key)
     return result
 
 
@@ -171,11 +179,13 @@ async def invoke(agent: str, session_id: str, request: Request, caller: Caller) 
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def stream(agent: str, session_id: str, request: Request, caller: Caller) -> Response:
-    message = await _message(request)
+    message, key = await _message(request), _idempotency_key(request)
     gateway = _gateway(request)
     handle = await gateway.agents.handle(caller, agent)
     gateway.limiter.acquire(caller.tenant)  # held until the stream ends
-    events = handle.options(stream=True).stream.remote(caller.tenant, agent, session_id, message)
+    events = handle.options(stream=True).stream.remote(
+        caller.tenant, agent, session_id, message, key
+    )
     iterator = events.__aiter__()
     try:  # the start event before the response: a busy or missing session is a 4xx
         first = await anext(iterator)

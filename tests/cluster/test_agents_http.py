@@ -116,3 +116,29 @@ def test_hanging_up_mid_stream_cancels_the_run(agents: httpx.Client, stack: Stac
     )
     history = agents.get(f"/scripted/sessions/{sid}/history").json()["messages"]
     assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+
+
+def test_a_turn_sent_again_with_its_idempotency_key_runs_once(agents: httpx.Client) -> None:
+    """A client that lost the answer sends the turn again with its `Idempotency-Key`:
+    the first run's result comes back, and the conversation holds the turn once."""
+    sid = _session(agents)
+    sent = {"json": {"message": "add"}, "headers": {"Idempotency-Key": "turn-1"}}
+    first = agents.post(f"/scripted/sessions/{sid}/invoke", **sent)  # type: ignore[arg-type]
+    again = agents.post(f"/scripted/sessions/{sid}/invoke", **sent)  # type: ignore[arg-type]
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json()["run_id"] == first.json()["run_id"]
+    history = agents.get(f"/scripted/sessions/{sid}/history").json()["messages"]
+    assert [m["content"] for m in history] == ["add", "", "5", "2+3=5"]
+    # Streamed again: its start and final events, the first run's.
+    with agents.stream("POST", f"/scripted/sessions/{sid}/stream", **sent) as response:  # type: ignore[arg-type]
+        events = [
+            json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")
+        ]
+    assert [e["type"] for e in events] == ["start", "final"]
+    assert events[-1]["result"]["run_id"] == first.json()["run_id"]
+    bad = agents.post(
+        f"/scripted/sessions/{sid}/invoke",
+        json={"message": "add"},
+        headers={"Idempotency-Key": "not a key!"},
+    )
+    assert bad.status_code == 400 and "idempotency key" in bad.json()["error"]["message"]
