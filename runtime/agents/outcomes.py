@@ -10,6 +10,7 @@ from langgraph.errors import GraphRecursionError
 from runtime.agents.protocol import RunEvent
 from runtime.config.agents import Budgets
 from runtime.errors import (
+    AgentUnavailableError,
     APIError,
     BudgetExceededError,
     LeaseLostError,
@@ -21,10 +22,20 @@ logger = logging.getLogger("ray.serve")
 
 
 def failure(
-    exc: BaseException, budgets: Budgets, reason: str | None, lease_lost: bool = False
+    exc: BaseException,
+    budgets: Budgets,
+    reason: str | None,
+    lease_lost: bool = False,
+    stopping: bool = False,
 ) -> APIError:
     """The error a turn that raised ``exc`` ends with (``reason``: why it was cancelled;
-    ``lease_lost``: it was stopped because its lease may be another turn's)."""
+    ``lease_lost``: it was stopped because its lease may be another turn's;
+    ``stopping``: because its replica is stopping)."""
+    if stopping and isinstance(exc, asyncio.CancelledError):
+        return AgentUnavailableError(
+            f"{reason or 'the replica is stopping'}; the turn stopped at its last "
+            "checkpoint: retry it (with its idempotency key) to resume it elsewhere"
+        )
     if lease_lost and not isinstance(exc, LeaseLostError):
         return LeaseLostError(
             f"{reason or 'the turn lost its session lease'}; the session keeps its last checkpoint"

@@ -132,8 +132,12 @@ class AgentService:
         return cls(config, store, agents, metrics, router, holder, alive)
 
     async def close(self) -> None:
+        """Stop: Serve has let running calls finish for its graceful shutdown window;
+        turns still running stop now, retryable (``unavailable``): a retry with the
+        turn's idempotency key resumes it on another replica from its last checkpoint."""
         for turn in list(self._turns.values()):
-            turn.cancel("the replica is shutting down")
+            turn.stopping = True
+            turn.cancel("the replica is stopping (a scale-down or a rollout)")
         tasks = [t.task for t in self._turns.values() if t.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)

@@ -46,6 +46,7 @@ class Turn:
     reason: str | None = None
     finished: bool = False  # past the graph: releasing the lease, cancels come too late
     lease_lost: bool = False  # another turn may hold the session: write nothing more
+    stopping: bool = False  # its replica is stopping: the turn ends retryable
     idem: str | None = None  # the client's idempotency key of this turn
     resume: bool = False  # an earlier run of this turn died: continue what it wrote
 
@@ -114,7 +115,7 @@ async def execute(
         result = transcript.result(turn.session_id, tokens.usage, elapsed)
         outcome = RunEvent(type="final", run_id=turn.run_id, result=result)
     except (asyncio.CancelledError, Exception) as exc:
-        failure = outcomes.failure(exc, budgets, turn.reason, turn.lease_lost)
+        failure = outcomes.failure(exc, budgets, turn.reason, turn.lease_lost, turn.stopping)
         outcome = outcomes.error_event(turn.run_id, failure)
     return Execution(outcome, transcript, tokens, time.monotonic() - started)
 

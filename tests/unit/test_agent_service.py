@@ -474,3 +474,30 @@ def test_a_retry_of_a_run_that_failed_gets_the_same_error(tmp_path: Path) -> Non
         return (await one.get_session("t", "s", sid)).turns
 
     assert _run(tmp_path, body, budgets={"max_steps": 3}) == 1
+
+
+def test_a_stopping_replicas_turn_ends_retryable_and_resumes_elsewhere(tmp_path: Path) -> None:
+    """A replica stopped by a scale-down or a rollout, after Serve's graceful window:
+    its running turn ends `unavailable` (was: `run_cancelled`, which no client retries),
+    and the retry with the turn's key resumes it on another replica."""
+
+    async def body(one: AgentService, two: AgentService) -> tuple[Any, str, list[str]]:
+        stopping = await AgentService.open(_config(tmp_path))
+        sid = (await one.create_session("t", "s")).id
+        turn = await stopping.start("t", "s", sid, "tool then two seconds", idempotency_key="k")
+        while not any(m.role == "tool" for m in await one.history("t", "s", sid)):
+            await asyncio.sleep(0.02)
+        events = asyncio.create_task(_all(stopping.events(turn)))
+        await stopping.close()
+        error = (await events)[-1].error
+        again = await two.invoke("t", "s", sid, "tool then two seconds", idempotency_key="k")
+        return error, again.answer, [m.content for m in await two.history("t", "s", sid)]
+
+    error, answer, history = _run(tmp_path, body)
+    assert error is not None and error["type"] == "unavailable", error
+    assert answer == "done after the tool"
+    assert history == ["tool then two seconds", "", "2", "done after the tool"]
+
+
+async def _all(events: Any) -> list[Any]:
+    return [e async for e in events]
