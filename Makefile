@@ -2,7 +2,7 @@
 export RUNTIME_CACHE_DIR ?= $(CURDIR)/.cache
 PY := .venv/bin/python
 
-.PHONY: setup run test lint unit offline bench bench-agents bench-gateway bench-autoscaling system-packages format clean
+.PHONY: setup run test lint unit offline chaos bench bench-agents bench-gateway bench-autoscaling system-packages format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -31,6 +31,11 @@ unit: setup
 ## promtool (tests/offline; Prometheus' promtool is a system package).
 offline: setup system-packages
 	$(PY) -m pytest tests/offline
+
+## The chaos suite's full form (tests/cluster/test_chaos.py; its short form runs in
+## `make test`): results in benchmarks/results/chaos.{json,md,png}.
+chaos: setup system-packages
+	RUNTIME_CHAOS_FULL=1 $(PY) -m pytest tests/cluster/test_chaos.py
 
 bench: setup
 	$(PY) benchmarks/llm_latency.py

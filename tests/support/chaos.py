@@ -1,0 +1,332 @@
+"""Constant mixed load on a stack while faults are injected, and what clients saw.
+
+Load (threads, each with the official clients' and the SDK's default retries): agent
+turns with a tool call through the gateway (the SDK over HTTP, one session per worker,
+each turn's message unique), chat completions and streamed chat completions (the
+``openai`` client) on the tiny model, and session creation. Faults: replicas of a
+deployment killed (Serve replaces them). Each request is recorded with its start, end
+and outcome; :func:`report` gives, per fault window, the share that succeeded, p50/p99
+latency, the longest stretch without a success, and for agent turns the turns lost
+(answered, but not in the session's history) and run twice (a message or its tool
+result in the history more than once).
+
+Used by the cluster test (tests/cluster/test_chaos.py, short) and by
+benchmarks/chaos.py (``make chaos``: longer, more faults, results written down).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The scripted agent's turn with a tool call: "add ..." -> calculator(2+3) -> "2+3=5".
+AGENT = "scripted-queue"
+ANSWER = "2+3=5"
+
+
+@dataclass
+class Call:
+    kind: str  # turn | chat | stream | session
+    started: float
+    ended: float
+    ok: bool
+    error: str = ""
+
+
+@dataclass
+class Fault:
+    name: str
+    at: float
+    restored_s: float | None = None  # until the deployment had its replicas again
+
+
+@dataclass
+class Load:
+    url: str
+    key: str
+    model: str
+    calls: list[Call] = field(default_factory=list)
+    sent: dict[str, list[str]] = field(default_factory=dict)  # session -> messages answered
+    sessions: list[Any] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
+
+    def _record(self, kind: str, work: Callable[[], object]) -> None:
+        started = time.monotonic()
+        try:
+            work()
+            call = Call(kind, started, time.monotonic(), True)
+        except Exception as exc:  # what the client saw, after its retries
+            call = Call(
+                kind, started, time.monotonic(), False, f"{type(exc).__name__}: {exc}"[:300]
+            )
+        with self._lock:
+            self.calls.append(call)
+
+    def _turns(self) -> None:
+        import runtime
+
+        session = runtime.connect(self.url, api_key=self.key).agent(AGENT).session()
+        with self._lock:
+            self.sessions.append(session)
+            self.sent[session.id] = []
+
+        def turn() -> None:
+            message = f"add #{next(self._ids)}"
+            assert session.invoke(message).answer == ANSWER
+            with self._lock:
+                self.sent[session.id].append(message)
+
+        while not self.stop.is_set():
+            self._record("turn", turn)
+
+    def _model_turns(self, agent: str) -> None:
+        """Turns of an agent on a real model (its LLM calls wait for a restarting one)."""
+        import runtime
+
+        session = runtime.connect(self.url, api_key=self.key).agent(agent).session()
+        with self._lock:
+            self.sessions.append(session)
+            self.sent[session.id] = []
+
+        def turn() -> None:
+            message = f"Say hi to visitor {next(self._ids)} in one word."
+            assert session.invoke(message).answer is not None
+            with self._lock:
+                self.sent[session.id].append(message)
+
+        while not self.stop.is_set():
+            self._record("model-turn", turn)
+
+    def _chat(self, stream: bool) -> None:
+        import openai
+
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.key, timeout=60)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4,
+        }
+
+        def chat() -> None:
+            if stream:
+                chunks = list(client.chat.completions.create(**body, stream=True))
+                assert chunks and chunks[-1].choices[0].finish_reason == "length"
+            else:
+                assert client.chat.completions.create(**body).usage is not None
+
+        while not self.stop.is_set():
+            self._record("stream" if stream else "chat", chat)
+            time.sleep(0.2)
+
+    def _sessions(self) -> None:
+        import runtime
+
+        agent = runtime.connect(self.url, api_key=self.key).agent(AGENT)
+        while not self.stop.is_set():
+            self._record("session", agent.session)
+            time.sleep(1.0)
+
+    def start(
+        self, turn_workers: int = 2, model_agent: str | None = None
+    ) -> list[threading.Thread]:
+        """``model_agent``: also one worker running turns of that agent (a real model)."""
+        targets: list[Callable[[], None]] = [self._turns] * turn_workers
+        targets += [lambda: self._chat(False), lambda: self._chat(True), self._sessions]
+        if model_agent is not None:
+            targets.append(lambda: self._model_turns(model_agent))
+        threads = [threading.Thread(target=t, daemon=True) for t in targets]
+        for t in threads:
+            t.start()
+        return threads
+
+    def finish(self, threads: list[threading.Thread]) -> None:
+        self.stop.set()
+        for t in threads:
+            t.join(timeout=180)
+
+    def integrity(self) -> dict[str, int]:
+        """Turns lost and run twice, from each session's history."""
+        lost = twice = 0
+        for session in self.sessions:
+            history = [(m.role, m.content) for m in session.history()]
+            users = Counter(c for r, c in history if r == "user")
+            tools = sum(1 for r, _ in history if r == "tool") if session.agent == AGENT else 0
+            answered = self.sent[session.id]
+            lost += sum(1 for m in answered if users[m] == 0)
+            twice += sum(n - 1 for n in users.values() if n > 1)
+            twice += max(0, tools - sum(users.values()))  # one calculator call per turn
+        return {"lost": lost, "run_twice": twice}
+
+
+def kill(app: str, deployment: str, count: int | None = None) -> list[str]:
+    """Kill ``count`` (default all) live replicas of a deployment, hard; their names."""
+    import ray
+
+    from tests.support.agent_helpers import replicas
+
+    killed = []
+    for replica in replicas(app, deployment)[:count]:
+        ray.kill(ray.get_actor(replica.name, namespace="serve"), no_restart=True)
+        killed.append(replica.name)
+    return killed
+
+
+def restored(
+    app: str, deployment: str, killed: list[str], want: int, started: float, timeout_s: float = 180
+) -> float:
+    """Seconds from ``started`` until the deployment has ``want`` live replicas again,
+    none of them a killed one (nan: not within ``timeout_s``)."""
+    from tests.support.agent_helpers import replicas
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        names = {r.name for r in replicas(app, deployment)}
+        if len(names) >= want and not names & set(killed):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    return float("nan")
+
+
+def inject(app: str, deployment: str, want: int, count: int | None = None) -> Fault:
+    """Kill replicas of a deployment; the fault, with the time until Serve replaced them."""
+    at = time.monotonic()
+    killed = kill(app, deployment, count)
+    fault = Fault(f"kill {app}/{deployment} x{len(killed)}", at)
+    fault.restored_s = restored(app, deployment, killed, want, at)
+    return fault
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def summary(calls: list[Call], start: float, end: float) -> dict[str, Any]:
+    """Per kind: count, share ok, p50/p99 ms, longest gap without a success (s)."""
+    out: dict[str, Any] = {}
+    window = [c for c in calls if start <= c.started < end]
+    for kind in sorted({c.kind for c in window}):
+        mine = [c for c in window if c.kind == kind]
+        ok = [c for c in mine if c.ok]
+        ends = [start, *sorted(c.ended for c in ok), end]
+        out[kind] = {
+            "requests": len(mine),
+            "succeeded": len(ok),
+            "success_rate": round(len(ok) / len(mine), 4) if mine else None,
+            "p50_ms": round(1000 * _quantile([c.ended - c.started for c in ok], 0.5), 1),
+            "p99_ms": round(1000 * _quantile([c.ended - c.started for c in ok], 0.99), 1),
+            "longest_gap_s": round(max(b - a for a, b in itertools.pairwise(ends)), 2),
+            "errors": sorted({c.error for c in mine if not c.ok})[:5],
+        }
+    return out
+
+
+def report(load: Load, faults: list[Fault], began: float, ended: float) -> dict[str, Any]:
+    """The run: a fault-free baseline window (before the first fault), each fault's
+    window (until the next), the whole run, and the sessions' integrity."""
+    edges = [f.at for f in faults] + [ended]
+    windows = {"baseline": summary(load.calls, began, faults[0].at if faults else ended)}
+    for fault, until in zip(faults, edges[1:], strict=True):
+        windows[fault.name] = {
+            "restored_s": None if fault.restored_s is None else round(fault.restored_s, 2),
+            **summary(load.calls, fault.at, until),
+        }
+    return {
+        "windows": windows,
+        "total": summary(load.calls, began, ended),
+        "integrity": load.integrity(),
+        "faults": [{"name": f.name, "at_s": round(f.at - began, 2)} for f in faults],
+        "calls": [
+            {
+                "kind": c.kind,
+                "t_s": round(c.ended - began, 3),
+                "ms": round(1000 * (c.ended - c.started), 1),
+                "ok": c.ok,
+            }
+            for c in load.calls
+        ],
+    }
+
+
+def write(result: dict[str, Any], out: Any, name: str = "chaos") -> None:
+    """``result`` as JSON, Markdown and a PNG (successes and latency over time, faults
+    marked) under ``out``."""
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(render(result))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    kinds = sorted({c["kind"] for c in result["calls"]})
+    for i, kind in enumerate(kinds):
+        mine = [c for c in result["calls"] if c["kind"] == kind]
+        ok = [c["t_s"] for c in mine if c["ok"]]
+        failed = [c["t_s"] for c in mine if not c["ok"]]
+        top.scatter(ok, [i] * len(ok), marker="|", color="tab:green", s=80)
+        top.scatter(failed, [i] * len(failed), marker="x", color="tab:red", s=40)
+        bottom.scatter(
+            [c["t_s"] for c in mine if c["ok"]],
+            [c["ms"] for c in mine if c["ok"]],
+            s=6,
+            label=kind,
+        )
+    top.set_yticks(range(len(kinds)), kinds)
+    top.set_title("requests over time (green: succeeded, red x: failed after retries)")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("latency (ms)")
+    bottom.set_xlabel("seconds since the load started")
+    bottom.legend(loc="upper right", fontsize=8)
+    for axis in (top, bottom):
+        for fault in result["faults"]:
+            axis.axvline(fault["at_s"], color="grey", linestyle="--", linewidth=1)
+    for fault in result["faults"]:
+        top.annotate(fault["name"], (fault["at_s"], len(kinds) - 0.5), fontsize=7, rotation=90)
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png", dpi=110)
+    plt.close(fig)
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        "# Chaos run (tests/support/chaos.py)",
+        "",
+        f"Integrity: {result['integrity']} (turns lost, run twice). gap: the longest "
+        "stretch without a success.",
+        "",
+        "| window | replaced after s | kind | requests | success | p50 ms | p99 ms | gap s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for window, kinds in [*result["windows"].items(), ("whole run", result["total"])]:
+        restored = kinds.get("restored_s", "-") if isinstance(kinds, dict) else "-"
+        for kind, m in kinds.items():
+            if kind == "restored_s":
+                continue
+            lines.append(
+                f"| {window} | {restored} | {kind} | {m['requests']} | {m['success_rate']} "
+                f"| {m['p50_ms']} | {m['p99_ms']} | {m['longest_gap_s']} |"
+            )
+    errors = {
+        e
+        for kinds in result["windows"].values()
+        for k, m in kinds.items()
+        if k != "restored_s"
+        for e in m["errors"]
+    }
+    if errors:
+        lines += ["", "Errors clients saw (after their retries):", ""]
+        lines += [f"- `{e}`" for e in sorted(errors)]
+    return "\n".join(lines) + "\n"
