@@ -54,6 +54,8 @@ def build_agent_app(args: dict[str, Any]) -> Application:
         # Sessions wait on LLMs and tools, not on this replica's CPU: many per replica.
         max_ongoing_requests=512,
         ray_actor_options={"num_cpus": 0.5, "label_selector": dict(CPU_WORKER)},
+        # A stopping replica drains: running turns may finish (then end retryable).
+        graceful_shutdown_timeout_s=config.sessions.drain_s,
     ).bind(config.model_dump(mode="json"), *companions)
 
 

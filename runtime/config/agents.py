@@ -218,6 +218,16 @@ class SessionsConfig(StrictModel):
         description="How often a replica renews leases and looks for cancel requests, and "
         "how often a queued message looks for its session to be free.",
     )
+    drain_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=3600.0,
+        description="How long a stopping replica (scale-down, rollout) takes no new call "
+        "and lets its running turns finish (Serve's graceful_shutdown_timeout_s of "
+        "AgentServer; a serve config's own setting wins). Turns still running then end "
+        "`unavailable`, and a retry with their key resumes them elsewhere. On Kubernetes "
+        "keep the Pods' terminationGracePeriodSeconds above it.",
+    )
 
     @model_validator(mode="after")
     def _poll_below_ttl(self) -> SessionsConfig:

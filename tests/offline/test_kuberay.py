@@ -298,6 +298,16 @@ def test_an_overlay_may_pin_the_image_by_digest(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_agent_pods_outlast_the_agents_drain(env: str) -> None:
+    """A CPU worker Pod (agents) stopped with running turns lets them finish: its grace
+    period is above the agents' drain window (Serve's graceful shutdown)."""
+    from runtime.config.agents import SessionsConfig
+
+    spec = dict(pod_specs(env))["cpu-workers"]
+    assert spec["terminationGracePeriodSeconds"] > SessionsConfig().drain_s
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_secrets_only_by_reference(env: str) -> None:
     for name, spec in pod_specs(env):
         for c in containers(spec):

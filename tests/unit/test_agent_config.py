@@ -11,6 +11,7 @@ import yaml
 from runtime.config import ConfigError, check_serve_config
 from runtime.config.agents import AgentAppConfig, ScriptedLLM, ServeLLM
 from tests.support.paths import SERVE_CONFIGS
+from tests.support.stack import scripted_agent
 
 
 def _args(**agent: Any) -> dict[str, Any]:
@@ -99,3 +100,14 @@ def test_the_shipped_agent_apps_survive_the_builders_dump() -> None:
 def test_an_agent_that_names_the_gateway_is_told_about_the_router() -> None:
     with pytest.raises(ValueError, match=r"`gateway` is gone.*`router:`"):
         AgentAppConfig.model_validate(_args(llm={"gateway": "gateway", "model": "m"}))
+
+
+def test_agent_replicas_drain_for_the_sessions_window() -> None:
+    """Serve lets a stopping AgentServer's turns finish for `sessions.drain_s`."""
+    from runtime.apps import build_agent_app
+
+    agent = scripted_agent("a")
+    default = build_agent_app({"agents": [agent]})
+    chosen = build_agent_app({"agents": [agent], "sessions": {"drain_s": 45}})
+    assert default._bound_deployment._deployment_config.graceful_shutdown_timeout_s == 60
+    assert chosen._bound_deployment._deployment_config.graceful_shutdown_timeout_s == 45
