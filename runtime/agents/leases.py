@@ -29,7 +29,12 @@ from collections.abc import Awaitable, Callable
 from runtime.agents.store import SessionRow, SessionStore
 from runtime.agents.turn import Turn
 from runtime.config.agents import AgentSpec, SessionsConfig
-from runtime.errors import LeaseLostError, RunCancelledError, SessionBusyError
+from runtime.errors import (
+    AgentUnavailableError,
+    LeaseLostError,
+    RunCancelledError,
+    SessionBusyError,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -154,6 +159,10 @@ class Leases:
             return row.run_id in self._turns
         return await self._alive(row.holder)
 
+    async def alive(self, holder: str) -> bool:
+        """Whether the replica ``holder`` is alive (True when it cannot be told)."""
+        return True if self._alive is None else await self._alive(holder)
+
     async def _wait(self, key: str, left: float) -> None:
         local = [t.task for t in self._turns.values() if t.key == key and t.task is not None]
         if local:  # the holder runs here: wake up as soon as it ends
@@ -164,9 +173,16 @@ class Leases:
     async def fence(self, turn: Turn) -> None:
         """Raise LeaseLostError unless ``turn`` holds its lease for a while yet
         (RunCancelledError when its session was deleted meanwhile)."""
-        if turn.lease_lost or not await self.store.holds(
-            turn.key, turn.run_id, self.fence_margin_s
-        ):
+        try:
+            held = not turn.lease_lost and await self.store.holds(
+                turn.key, turn.run_id, self.fence_margin_s
+            )
+        except Exception as exc:  # the store is unreachable: the write would fail too
+            raise AgentUnavailableError(
+                f"the session store could not be reached ({type(exc).__name__}); the "
+                "session keeps its last checkpoint"
+            ) from None
+        if not held:
             row = await self.store.get(turn.key)
             if row is None or row.thread_id != turn.thread_id:
                 raise RunCancelledError("the session was deleted; completed steps are dropped")
@@ -187,20 +203,27 @@ class Leases:
         while self._turns:
             await asyncio.sleep(self.config.poll_interval_s)
             sent = time.monotonic()
+            runs = {run_id: t.key for run_id, t in self._turns.items()}
             try:
-                stop = await self.store.renew(list(self._turns), self.config.lease_ttl_s)
+                stop = await self.store.renew(runs, self.config.lease_ttl_s)
             except Exception as exc:  # keep renewing; the lease outlives a few misses
                 logger.warning("renewing session leases failed: %s", type(exc).__name__)
                 if time.monotonic() - self._renewed > self.config.lease_ttl_s:
                     self._lost_all()
                 continue
             self._renewed = sent
-            for run_id in stop:
+            for run_id, why in stop.items():
                 turn = self._turns.get(run_id)
-                if turn is not None:
+                if turn is None:
+                    continue
+                if why == "taken":
+                    turn.lease_lost = True
+                    turn.cancel("the turn lost its session's lease to another turn")
+                elif why == "deleted":
+                    turn.cancel("the session was deleted", final=True)
+                else:
                     turn.cancel(
-                        "the run was cancelled (by the client, by a newer message, or by "
-                        "the session's deletion)"
+                        "the run was cancelled (by the client or a newer message)", final=True
                     )
 
     def _lost_all(self) -> None:

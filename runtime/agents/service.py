@@ -226,7 +226,7 @@ class AgentService:
     async def _cancel(self, key: str, reason: str) -> bool:
         local = [t for t in self._turns.values() if t.key == key]
         for turn in local:
-            turn.cancel(reason)
+            turn.cancel(reason, final=True)  # on purpose: a retry does not resume it
         remote = await self.store.request_cancel(key)
         return bool(local) or remote is not None
 
@@ -297,18 +297,9 @@ class AgentService:
         )
         if idempotency_key is not None:
             turn.idem = check_id(idempotency_key, "the idempotency key")
-            earlier = await self.runs.earlier(entry.spec, turn)
-            if earlier is not None:
-                return earlier
-        self._queued += 1
-        try:
-            await self.leases.acquire(entry.spec, turn)
-        except BaseException:
-            if turn.idem is not None:  # it never ran: a retry runs it
-                await self.store.end_run(turn.key, turn.idem, turn.run_id, None)
-            raise
-        finally:
-            self._queued -= 1
+        answered = await self._take(entry, turn, text)
+        if answered is not None:
+            return answered
         self._turns[turn.run_id] = turn
         self._count_running(agent)
         run = contextvars.copy_context()  # the turn's LLM calls count for its tenant
@@ -318,6 +309,31 @@ class AgentService:
         turn.task = asyncio.create_task(work, context=run)
         self.leases.keep_alive()
         return turn
+
+    async def _take(self, entry: Agent, turn: Turn, text: str) -> Turn | None:
+        """Take the session for ``turn``; or, for a turn sent before with its key, the
+        turn that answers it (its outcome, or its run followed)."""
+        if turn.idem is not None:
+            earlier = await self.runs.earlier(entry.spec, turn, text)
+            if earlier is not None:
+                return earlier
+        self._queued += 1
+        self.runs.pending.add(turn.run_id)
+        try:
+            await self.leases.acquire(entry.spec, turn)
+        except BaseException:
+            await self.leases.release(turn)  # a cancelled acquire may have taken it
+            await self.runs.not_run(turn)
+            raise
+        finally:
+            self._queued -= 1
+            self.runs.pending.discard(turn.run_id)
+        if turn.idem is not None:  # under the lease: is this still the turn's run?
+            other = await self.runs.superseded(entry.spec, turn)
+            if other is not None:
+                await self.leases.release(turn)
+                return other
+        return None
 
     async def events(self, turn: Turn) -> AsyncIterator[RunEvent]:
         try:
@@ -340,17 +356,20 @@ class AgentService:
         }
         with tracing.span("agent.turn", attributes):
             done = await execute(agent, turn, text, stream_tokens, self.metrics)
-            await self.runs.ended(turn, done.outcome)  # before the run is seen to end
-            # The session is free before the client hears the outcome, so that its next
-            # message never finds the session busy with the turn that just ended.
-            turn.finished = True
-            self._turns.pop(turn.run_id, None)
-            self._count_running(turn.agent)
-            self._report(turn, done)
-            await self.leases.release(turn)
-            await self._forget_orphan(turn)
-        turn.events.put_nowait(done.outcome)
-        turn.events.put_nowait(None)
+            turn.finished = True  # cancels come too late now
+            try:
+                # Recorded before the run is seen to end (a follower reads it then). The
+                # session is free before the client hears the outcome, so that its next
+                # message never finds the session busy with the turn that just ended.
+                await asyncio.shield(self.runs.ended(turn, done.outcome))
+            finally:
+                self._turns.pop(turn.run_id, None)
+                self._count_running(turn.agent)
+                self._report(turn, done)
+                await self.leases.release(turn)
+                await self._forget_orphan(turn)
+                turn.events.put_nowait(done.outcome)
+                turn.events.put_nowait(None)
 
     async def _forget_orphan(self, turn: Turn) -> None:
         """Delete what the turn wrote if its session was deleted meanwhile (on another

@@ -42,18 +42,24 @@ CREATE TABLE IF NOT EXISTS runtime_sessions (
     cancel_run TEXT
 )
 """
-#: One row per turn a client sent with an idempotency key (``runs``): which run
-#: answers it and, once it has ended for good, its outcome (a run event, JSON).
+#: One row per turn a client sent with an idempotency key (``runs``), by the session's
+#: thread (a session created again has a new thread, and no old keys): which run
+#: answers it, the replica that claimed it while that run has not ended (``holder``),
+#: the message's digest, and, once the run ended for good, its outcome (a run event).
 _RUNS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runtime_runs (
-    session TEXT NOT NULL,
+    thread TEXT NOT NULL,
     idem TEXT NOT NULL,
     run_id TEXT NOT NULL,
+    holder TEXT,
+    digest TEXT NOT NULL,
     outcome TEXT,
     created_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (session, idem)
+    PRIMARY KEY (thread, idem)
 )
 """
+#: How long a turn's idempotency key is remembered.
+RUN_KEY_TTL_S = 86400.0
 #: Rows of the schema before keys and threads (id = the session id = its thread): each
 #: is moved once, in one statement, to its key, keeping its thread.
 _ADD_THREAD = "ALTER TABLE runtime_sessions ADD COLUMN thread_id TEXT"
@@ -110,10 +116,13 @@ class SessionRow:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """The run answering a turn sent with an idempotency key; ``outcome``: its final or
-    error event (JSON) once it ended for good, None while it runs or may be resumed."""
+    """The run answering a turn sent with an idempotency key; ``holder``: the replica
+    that claimed it, until it ends; ``outcome``: its final or error event (JSON) once it
+    ended for good, None while it runs or may be resumed."""
 
     run_id: str
+    holder: str | None
+    digest: str
     outcome: str | None
 
 
@@ -159,58 +168,82 @@ class SessionStore(ABC):
 
     async def delete(self, row: SessionRow) -> bool:
         """Delete the session: its checkpoints first, then its row (a failure between
-        leaves the row, and deleting again finishes the work). Each step is retried a
-        few times on a database error before the error is raised."""
+        leaves the row, and deleting again finishes the work), then its turns' keys
+        (kept by thread: none is reused). Each step is retried a few times on a
+        database error before the error is raised."""
         await _retried(self.checkpointer.adelete_thread, row.thread_id)
-        await _retried(self._execute, "DELETE FROM runtime_runs WHERE session = ?", (row.id,))
         deleted = await _retried(
             self._execute,
             "DELETE FROM runtime_sessions WHERE id = ? AND thread_id = ?",
             (row.id, row.thread_id),
         )
+        await _retried(self._execute, "DELETE FROM runtime_runs WHERE thread = ?", (row.thread_id,))
         return bool(deleted)
 
     # -- runs by idempotency key ---------------------------------------------------
 
-    async def claim_run(self, key: str, idem: str, run_id: str) -> RunRecord | None:
-        """Record ``run_id`` as the run of the session's turn ``idem``; None when it is
-        the first, else the run recorded before (the turn was sent already)."""
+    async def claim_run(
+        self, thread: str, idem: str, run_id: str, holder: str | None, digest: str
+    ) -> RunRecord | None:
+        """Record ``run_id`` (claimed by ``holder``) as the run of the thread's turn
+        ``idem``; None when it is the first, else the record made before. Keys older
+        than RUN_KEY_TTL_S are forgotten first."""
+        await self._execute(
+            f"DELETE FROM runtime_runs WHERE thread = ? AND created_at < {self._now} - ?",
+            (thread, RUN_KEY_TTL_S),
+        )
         rows = await self._fetch(
-            "INSERT INTO runtime_runs (session, idem, run_id, created_at) "
-            f"VALUES (?, ?, ?, {self._now}) ON CONFLICT (session, idem) DO NOTHING "
+            "INSERT INTO runtime_runs (thread, idem, run_id, holder, digest, created_at) "
+            f"VALUES (?, ?, ?, ?, ?, {self._now}) ON CONFLICT (thread, idem) DO NOTHING "
             "RETURNING run_id",
-            (key, idem, run_id),
+            (thread, idem, run_id, holder, digest),
         )
-        return None if rows else await self.get_run(key, idem)
+        return None if rows else await self.get_run(thread, idem)
 
-    async def get_run(self, key: str, idem: str) -> RunRecord | None:
+    async def get_run(self, thread: str, idem: str) -> RunRecord | None:
         rows = await self._fetch(
-            "SELECT run_id, outcome FROM runtime_runs WHERE session = ? AND idem = ?",
-            (key, idem),
+            "SELECT run_id, holder, digest, outcome FROM runtime_runs "
+            "WHERE thread = ? AND idem = ?",
+            (thread, idem),
         )
-        return RunRecord(str(rows[0]["run_id"]), rows[0]["outcome"]) if rows else None
+        if not rows:
+            return None
+        r = rows[0]
+        return RunRecord(str(r["run_id"]), r["holder"], str(r["digest"]), r["outcome"])
 
-    async def reclaim_run(self, key: str, idem: str, dead_run: str, run_id: str) -> bool:
+    async def reclaim_run(
+        self, thread: str, idem: str, dead_run: str, run_id: str, holder: str | None
+    ) -> bool:
         """Make ``run_id`` the turn's run in place of ``dead_run`` (which ended without
-        an outcome), unless another retry did first."""
+        an outcome, or whose replica died), unless another retry did first."""
         return (
             await self._execute(
-                "UPDATE runtime_runs SET run_id = ? "
-                "WHERE session = ? AND idem = ? AND run_id = ? AND outcome IS NULL",
-                (run_id, key, idem, dead_run),
+                "UPDATE runtime_runs SET run_id = ?, holder = ? "
+                "WHERE thread = ? AND idem = ? AND run_id = ? AND outcome IS NULL",
+                (run_id, holder, thread, idem, dead_run),
             )
             == 1
         )
 
-    async def end_run(self, key: str, idem: str, run_id: str, outcome: str | None) -> None:
-        """Record the run's outcome (a retry then answers it); None: forget the run (it
-        never ran: a retry runs the turn)."""
-        where = "WHERE session = ? AND idem = ? AND run_id = ?"
-        params: tuple[str, ...] = (key, idem, run_id)
-        if outcome is None:
+    async def end_run(
+        self, thread: str, idem: str, run_id: str, outcome: str | None, forget: bool = False
+    ) -> None:
+        """The run ended: with ``outcome`` (a retry then answers it), or None (a retry
+        resumes it); ``forget``: it never ran (a retry runs the turn afresh)."""
+        where = "WHERE thread = ? AND idem = ? AND run_id = ?"
+        params: tuple[str, ...] = (thread, idem, run_id)
+        if forget:
             sql = f"DELETE FROM runtime_runs {where}"
+        elif outcome is None:
+            sql = f"UPDATE runtime_runs SET holder = NULL {where}"
         else:
-            sql, params = f"UPDATE runtime_runs SET outcome = ? {where}", (outcome, *params)
+            sql, params = (
+                f"UPDATE runtime_runs SET outcome = ?, holder = NULL {where}",
+                (
+                    outcome,
+                    *params,
+                ),
+            )
         await _retried(self._execute, sql, params)
 
     async def prune(self, idle_before: float, dry_run: bool = False) -> list[str]:
@@ -234,8 +267,11 @@ class SessionStore(ABC):
                 (key, idle_before),
             )
             if rows:
-                await _retried(self.checkpointer.adelete_thread, rows[0]["thread_id"])
-                await _retried(self._execute, "DELETE FROM runtime_runs WHERE session = ?", (key,))
+                thread = rows[0]["thread_id"]
+                await _retried(self.checkpointer.adelete_thread, thread)
+                await _retried(
+                    self._execute, "DELETE FROM runtime_runs WHERE thread = ?", (thread,)
+                )
                 deleted.append(key)
         return deleted
 
@@ -244,7 +280,7 @@ class SessionStore(ABC):
         unless a live turn holds it."""
         now = self._now
         return (
-            await self._lease_execute(
+            await self._execute(
                 f"UPDATE runtime_sessions SET run_id = ?, lease_until = {now} + ?, holder = ?, "
                 f"cancel_run = NULL, turns = turns + 1, updated_at = {now} "
                 f"WHERE id = ? AND (run_id IS NULL OR lease_until < {now})",
@@ -259,7 +295,7 @@ class SessionStore(ABC):
         """Take the lease from ``dead_run`` (whose replica is dead), if it still holds it."""
         now = self._now
         return (
-            await self._lease_execute(
+            await self._execute(
                 f"UPDATE runtime_sessions SET run_id = ?, lease_until = {now} + ?, holder = ?, "
                 f"cancel_run = NULL, turns = turns + 1, updated_at = {now} "
                 "WHERE id = ? AND run_id = ?",
@@ -271,7 +307,7 @@ class SessionStore(ABC):
     async def holds(self, key: str, run_id: str, margin_s: float) -> bool:
         """Whether ``run_id`` holds the session's lease for ``margin_s`` more seconds at
         least (the fence a turn passes before each checkpoint write)."""
-        rows = await self._lease_fetch(
+        rows = await self._fetch(
             "SELECT 1 AS held FROM runtime_sessions "
             f"WHERE id = ? AND run_id = ? AND lease_until >= {self._now} + ?",
             (key, run_id, margin_s),
@@ -279,29 +315,40 @@ class SessionStore(ABC):
         return bool(rows)
 
     async def release(self, key: str, run_id: str) -> None:
-        await self._lease_execute(
+        await self._execute(
             "UPDATE runtime_sessions SET run_id = NULL, lease_until = NULL, cancel_run = NULL, "
             f"holder = NULL, updated_at = {self._now} WHERE id = ? AND run_id = ?",
             (key, run_id),
         )
 
-    async def renew(self, run_ids: Sequence[str], ttl_s: float) -> set[str]:
-        """Extend the leases of these runs; the runs to stop: asked to (cancel or
-        interrupt), or no longer holding a lease (their session was deleted, or the
-        lease lapsed and another turn took it)."""
-        if not run_ids:
-            return set()
-        marks = ", ".join("?" * len(run_ids))
+    async def renew(self, runs: Mapping[str, str], ttl_s: float) -> dict[str, str]:
+        """Extend the leases of these runs (run id -> session key); the runs to stop,
+        with why: ``cancel`` (asked to: a cancel or an interrupt), ``deleted`` (their
+        session is gone), ``taken`` (their lease lapsed and another turn holds it)."""
+        if not runs:
+            return {}
+        marks = ", ".join("?" * len(runs))
         await self._lease_execute(
             f"UPDATE runtime_sessions SET lease_until = {self._now} + ? WHERE run_id IN ({marks})",
-            (ttl_s, *run_ids),
+            (ttl_s, *runs),
         )
+        keys = sorted(set(runs.values()))
         rows = await self._lease_fetch(
-            f"SELECT run_id FROM runtime_sessions WHERE run_id IN ({marks}) "
-            "AND (cancel_run IS NULL OR cancel_run <> run_id)",
-            tuple(run_ids),
+            "SELECT id, run_id, cancel_run FROM runtime_sessions "
+            f"WHERE id IN ({', '.join('?' * len(keys))})",
+            tuple(keys),
         )
-        return set(run_ids) - {str(r["run_id"]) for r in rows}
+        by_key = {str(r["id"]): r for r in rows}
+        stop = {}
+        for run_id, key in runs.items():
+            row = by_key.get(key)
+            if row is None:
+                stop[run_id] = "deleted"
+            elif row["run_id"] != run_id:
+                stop[run_id] = "taken"
+            elif row["cancel_run"] == run_id:
+                stop[run_id] = "cancel"
+        return stop
 
     async def request_cancel(self, key: str) -> str | None:
         """Ask the replica running this session's turn to stop it; that run's id."""
@@ -313,8 +360,8 @@ class SessionStore(ABC):
         row = await self.get(key)
         return row.run_id if row and row.running() else None
 
-    # Leases have their own connection where the database allows (PostgreSQL): a
-    # heartbeat must not wait behind turns that hold every connection of the pool.
+    # The heartbeat has its own connections where the database allows (PostgreSQL): it
+    # must not wait behind turns that hold every connection of the pool.
     async def _lease_execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return await self._execute(sql, params)
 
@@ -420,9 +467,11 @@ def _sqlite_row() -> Any:
 
 
 class PostgresSessionStore(SessionStore):
-    """Turns and checkpoints share a pool; leases have a small one of their own."""
+    """Turns, checkpoints and leases share a pool; the heartbeat (``renew``) has a small
+    one of its own."""
 
-    _now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+    # One reading per statement (statement_timestamp), still the database's clock.
+    _now = "CAST(EXTRACT(EPOCH FROM statement_timestamp()) AS DOUBLE PRECISION)"
 
     def __init__(self, pool: Any, saver: Any, lease_pool: Any = None) -> None:
         self._pool = pool

@@ -24,7 +24,7 @@ from runtime.agents.metrics import AgentMetrics, StageTimer
 from runtime.agents.protocol import RunEvent, Usage
 from runtime.agents.repair import repair
 from runtime.config.agents import AgentSpec
-from runtime.errors import BudgetExceededError
+from runtime.errors import BudgetExceededError, RunCancelledError
 
 
 @dataclass
@@ -50,9 +50,13 @@ class Turn:
     idem: str | None = None  # the client's idempotency key of this turn
     resume: bool = False  # an earlier run of this turn died: continue what it wrote
 
-    def cancel(self, reason: str) -> None:
+    final: bool = False  # cancelled on purpose (client, newer message, deletion): a retry
+    # with the turn's key gets the cancellation, it does not resume the run
+
+    def cancel(self, reason: str, final: bool = False) -> None:
         if self.task is not None and not self.task.done() and not self.finished:
             self.reason = self.reason or reason
+            self.final = self.final or final
             self.task.cancel()
 
 
@@ -134,20 +138,27 @@ async def _inputs(
     agent: Agent, turn: Turn, text: str, config: dict[str, Any], transcript: Transcript
 ) -> tuple[dict[str, Any] | None, bool]:
     """The graph's input: the user's message after results for tool calls a previous
-    turn left unanswered; or, resuming a run of this same turn that died (``resume``),
-    None when its message is in the thread already: the graph continues from its last
-    checkpoint (steps it had not finished run again: at least once), and a run that
-    had finished gives its last answer without running (False: do not run the graph)."""
+    turn left unanswered; or, when an earlier run of this same turn (its key) wrote the
+    message already, None: the graph continues from its last checkpoint (steps it had
+    not finished run again: at least once), and a run that had finished gives its last
+    answer without running (False: do not run the graph). A turn whose message is no
+    longer the thread's last is not resumed (RunCancelledError)."""
     message = HumanMessage(text, id=input_id(turn.idem) if turn.idem else None)
-    if turn.resume and turn.idem:
+    if turn.idem:
         state = await agent.graph.aget_state(config)
         messages = list((state.values or {}).get("messages", []))
         ids = [getattr(m, "id", None) for m in messages]
         if message.id in ids:
+            at = ids.index(message.id)
+            if any(isinstance(m, HumanMessage) for m in messages[at + 1 :]):
+                turn.final = True  # every retry gets this answer
+                raise RunCancelledError(
+                    "later turns have run since this turn was cut off; it is not resumed"
+                )
             if not state.next:  # it ended; only its outcome was not recorded
-                after = messages[ids.index(message.id) + 1 :]
                 transcript.answer = next(
-                    (m.text for m in reversed(after) if isinstance(m, AIMessage)), ""
+                    (m.text for m in reversed(messages[at + 1 :]) if isinstance(m, AIMessage)),
+                    "",
                 )
                 return None, False
             return None, True

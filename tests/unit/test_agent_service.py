@@ -16,6 +16,7 @@ from runtime.agents.store import session_key
 from runtime.config.agents import AgentAppConfig
 from runtime.errors import (
     BudgetExceededError,
+    InvalidInputError,
     RunCancelledError,
     SessionBusyError,
     SessionExistsError,
@@ -376,8 +377,8 @@ def test_a_turn_that_lost_its_lease_writes_nothing_more(tmp_path: Path) -> None:
     async def body(one: AgentService, two: AgentService, live: set[str]) -> tuple[Any, list[str]]:
         sid = (await one.create_session("t", "s")).id
 
-        async def stalled(run_ids: Any, ttl_s: float) -> set[str]:
-            return set()  # the heartbeat runs, but nothing reaches the database
+        async def stalled(runs: Any, ttl_s: float) -> dict[str, str]:
+            return {}  # the heartbeat runs, but nothing reaches the database
 
         one.store.renew = stalled  # type: ignore[method-assign]
         turn = await one.start("t", "s", sid, "half a second", stream_tokens=False)
@@ -501,3 +502,57 @@ def test_a_stopping_replicas_turn_ends_retryable_and_resumes_elsewhere(tmp_path:
 
 async def _all(events: Any) -> list[Any]:
     return [e async for e in events]
+
+
+def test_a_retry_while_the_first_run_waits_for_the_session_follows_it(tmp_path: Path) -> None:
+    """The first run of key k waits (queue) for a busy session on `two`; its retry on
+    `one` follows it instead of running the turn a second time. (Before the run's claim
+    counted as running: the retry took the record over and both ran.)"""
+
+    async def body(one: AgentService, two: AgentService, live: set[str]) -> tuple[Any, ...]:
+        sid = (await one.create_session("t", "s")).id
+        busy = asyncio.create_task(one.invoke("t", "s", sid, "half a second"))
+        await _wait_running(one, sid)
+        first = asyncio.create_task(two.invoke("t", "s", sid, "hi", idempotency_key="k"))
+        await asyncio.sleep(0.1)  # `two` has claimed k and waits for the session
+        again = await one.invoke("t", "s", sid, "hi", idempotency_key="k")
+        await busy
+        return await first, again, [m.content for m in await one.history("t", "s", sid)]
+
+    first, again, history = _run_named(tmp_path, body, busy="queue")
+    assert again.run_id == first.run_id and again.answer == "echo: hi"
+    assert history.count("echo: hi") == 1 and history.count("hi") == 1
+
+
+def test_a_turn_whose_lease_another_took_ends_retryable(tmp_path: Path) -> None:
+    """Its heartbeat reaches the store and finds another run holding the lease: the
+    turn ends `unavailable` (a retry resumes it), not `run_cancelled`."""
+
+    async def body(one: AgentService, two: AgentService, live: set[str]) -> Any:
+        sid = (await one.create_session("t", "s")).id
+        turn = await one.start("t", "s", sid, "slow", stream_tokens=False)  # 30 s
+        await _wait_running(one, sid)
+        key = session_key("t", "s", sid)
+        await two.store._execute("UPDATE runtime_sessions SET lease_until = 0")
+        assert await two.store.acquire(key, "another-run", 60, "two")
+        async with asyncio.timeout(10):  # the heartbeat stops it, not its 30 s
+            return [e async for e in one.events(turn)][-1].error
+
+    error = _run_named(tmp_path, body)
+    assert error is not None and error["type"] == "unavailable", error
+
+
+def test_a_key_is_bound_to_its_message_and_a_cancel_is_final(tmp_path: Path) -> None:
+    async def body(one: AgentService, two: AgentService) -> None:
+        sid = (await one.create_session("t", "s")).id
+        await one.invoke("t", "s", sid, "add", idempotency_key="k1")
+        with pytest.raises(InvalidInputError, match="another message"):
+            await two.invoke("t", "s", sid, "hi", idempotency_key="k1")
+        turn = await one.start("t", "s", sid, "slow", idempotency_key="k2")
+        await _wait_running(one, sid)
+        assert await two.cancel("t", "s", sid)  # on purpose: the retry is told so
+        [e async for e in one.events(turn)]
+        with pytest.raises(RunCancelledError):
+            await two.invoke("t", "s", sid, "slow", idempotency_key="k2")
+
+    _run(tmp_path, body)
