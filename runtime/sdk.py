@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -246,12 +247,21 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 async def _retried(retry_s: float, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """``fn(*args)``, called again while it raises AgentUnavailableError, for
-    ``retry_s``: 0.25 s doubling to 4 s, with jitter (tenacity)."""
+    ``retry_s`` from the first failure: 0.25 s doubling to 4 s, with jitter (tenacity)."""
     if retry_s <= 0:
         return await fn(*args)
+    first_failure: list[float] = []
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        """After ``retry_s`` from the first failure (a long turn that fails late is
+        still retried)."""
+        now = time.monotonic()
+        first_failure[:] = first_failure or [now]
+        return now - first_failure[0] >= retry_s
+
     retrying = tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception_type(AgentUnavailableError),
-        stop=tenacity.stop_after_delay(retry_s),
+        stop=stop,
         wait=tenacity.wait_exponential_jitter(initial=0.25, max=4.0, jitter=0.25),
         reraise=True,
     )
