@@ -27,6 +27,7 @@ from typing import Any
 #: The scripted agent's turn with a tool call: "add ..." -> calculator(2+3) -> "2+3=5".
 AGENT = "scripted-queue"
 ANSWER = "2+3=5"
+TURNS_PER_SESSION = 20
 
 
 @dataclass
@@ -69,31 +70,35 @@ class Load:
         with self._lock:
             self.calls.append(call)
 
-    def _turns(self) -> None:
-        import runtime
-
-        session = runtime.connect(self.url, api_key=self.key).agent(AGENT).session()
-        with self._lock:
-            self.sessions.append(session)
-            self.sent[session.id] = []
-
-        def turn() -> None:
-            message = f"add #{next(self._ids)}"
-            assert session.invoke(message).answer == ANSWER
-            with self._lock:
-                self.sent[session.id].append(message)
-
-        while not self.stop.is_set():
-            self._record("turn", turn)
-
-    def _model_turns(self, agent: str) -> None:
-        """Turns of an agent on a real model (its LLM calls wait for a restarting one)."""
+    def _session(self, agent: str) -> Any:
         import runtime
 
         session = runtime.connect(self.url, api_key=self.key).agent(agent).session()
         with self._lock:
             self.sessions.append(session)
             self.sent[session.id] = []
+        return session
+
+    def _turns(self) -> None:
+        """Turns on a new session every ``TURNS_PER_SESSION`` (a conversation's prompt
+        grows with it, and the agent's token budget is per turn)."""
+        session = self._session(AGENT)
+
+        def turn() -> None:
+            message = f"add #{next(self._ids)}"
+            answer = session.invoke(message).answer
+            assert answer == ANSWER, f"answered {answer!r}"
+            with self._lock:
+                self.sent[session.id].append(message)
+
+        while not self.stop.is_set():
+            if len(self.sent[session.id]) >= TURNS_PER_SESSION:
+                session = self._session(AGENT)
+            self._record("turn", turn)
+
+    def _model_turns(self, agent: str) -> None:
+        """Turns of an agent on a real model (its LLM calls wait for a restarting one)."""
+        session = self._session(agent)
 
         def turn() -> None:
             message = f"Say hi to visitor {next(self._ids)} in one word."
@@ -117,7 +122,7 @@ class Load:
         def chat() -> None:
             if stream:
                 chunks = list(client.chat.completions.create(**body, stream=True))
-                assert chunks and chunks[-1].choices[0].finish_reason == "length"
+                assert chunks[-1].choices[0].finish_reason in ("length", "stop"), chunks[-1]
             else:
                 assert client.chat.completions.create(**body).usage is not None
 
