@@ -73,8 +73,9 @@ class RunEvent(_Model):
     """One event of a streamed run.
 
     ``start`` (run_id), ``token`` (text, node), ``tool_call``, ``tool_result``,
-    ``step`` (node, index: a graph step finished and was checkpointed), then either
-    ``final`` (result) or ``error`` (error: the body of an :class:`AgentError`).
+    ``step`` (node, index: a graph step finished; its checkpoint is written right
+    after), then either ``final`` (result) or ``error`` (error: the body of an
+    :class:`AgentError`).
     """
 
     type: EventType

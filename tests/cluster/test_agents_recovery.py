@@ -90,10 +90,13 @@ def test_postgres_sessions_survive_a_replica_kill_mid_turn(stack: Stack, postgre
         assert session.invoke(f"turn {i}").answer == f"echo: turn {i}"
     events = session.stream("tool then slow")
     assert next(e for e in events if e.type == "tool_result").tool_result is not None
-    kill_replicas("pg")  # while the model step after the tool runs
+    # A step's events come as it ends, its checkpoint right after: kill once the store
+    # has it, while the model step after the tool runs.
+    wait_for(lambda: any(m.role == "tool" for m in session.history()), 10, "the tool step")
+    kill_replicas("pg")
     with pytest.raises(runtime.AgentUnavailableError):
         list(events)
-    result = session.invoke("after the crash")  # queues until the dead run's lease lapses
+    result = session.invoke("after the crash")  # takes the dead replica's session over
     assert result.answer == "echo: after the crash"
     contents = [m.content for m in session.history()]
     assert contents[:8] == [c for i in range(4) for c in (f"turn {i}", f"echo: turn {i}")]
