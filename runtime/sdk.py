@@ -281,9 +281,11 @@ def _http_error(status: int, content: bytes) -> AgentError:
         return AgentError.from_body(body, status)
     # Not the runtime's answer (it always sends an error body): a proxy's, e.g. Serve's
     # 500 when the gateway's replica died mid-request. Retrying is safe (the key).
+    said = content[:80].decode("utf-8", "replace").strip()
+    said = f" ({said!r})" if said else ""
     if status in (429, 500, 502, 503, 504):
-        return AgentUnavailableError(f"the agent service answered HTTP {status}; retry later")
-    return AgentError(f"the agent service answered HTTP {status}")
+        return AgentUnavailableError(f"the agent service answered HTTP {status}{said}; retry later")
+    return AgentError(f"the agent service answered HTTP {status}{said}")
 
 
 # -- the public API --------------------------------------------------------------------

@@ -108,13 +108,15 @@ async def execute(
     }
     try:
         async with asyncio.timeout(budgets.max_seconds):
-            inputs, run = await _inputs(agent, turn, text, config, transcript)
+            inputs, run = await _inputs(agent, turn, text, config)
             modes = ["updates", "messages"] if stream_tokens else ["updates"]
             # Durability "sync": each step is in the store before the next starts, so a
             # replica that dies loses at most the step it was running.
             stream = agent.graph.astream(inputs, config, stream_mode=modes, durability="sync")
             async for mode, chunk in stream if run else _nothing():
                 transcript.add(mode, chunk)
+            if inputs is None and not transcript.answer:  # resumed: steps replayed from
+                transcript.answer = await _answer(agent, turn, config)  # writes not streamed
         elapsed = time.monotonic() - started
         result = transcript.result(turn.session_id, tokens.usage, elapsed)
         outcome = RunEvent(type="final", run_id=turn.run_id, result=result)
@@ -135,14 +137,14 @@ async def _nothing() -> AsyncIterator[tuple[str, Any]]:
 
 
 async def _inputs(
-    agent: Agent, turn: Turn, text: str, config: dict[str, Any], transcript: Transcript
+    agent: Agent, turn: Turn, text: str, config: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, bool]:
     """The graph's input: the user's message after results for tool calls a previous
     turn left unanswered; or, when an earlier run of this same turn (its key) wrote the
     message already, None: the graph continues from its last checkpoint (steps it had
-    not finished run again: at least once), and a run that had finished gives its last
-    answer without running (False: do not run the graph). A turn whose message is no
-    longer the thread's last is not resumed (RunCancelledError)."""
+    not finished run again: at least once), and a run that had finished is not run again
+    (False: do not run the graph; its answer is read from the thread). A turn whose
+    message is no longer the thread's last is not resumed (RunCancelledError)."""
     message = HumanMessage(text, id=input_id(turn.idem) if turn.idem else None)
     if turn.idem:
         state = await agent.graph.aget_state(config)
@@ -155,11 +157,17 @@ async def _inputs(
                 raise RunCancelledError(
                     "later turns have run since this turn was cut off; it is not resumed"
                 )
-            if not state.next:  # it ended; only its outcome was not recorded
-                transcript.answer = next(
-                    (m.text for m in reversed(messages[at + 1 :]) if isinstance(m, AIMessage)),
-                    "",
-                )
-                return None, False
-            return None, True
+            return None, bool(state.next)  # no next step: it ended, unrecorded
     return {"messages": [*await repair(agent.graph, config), message]}, True
+
+
+async def _answer(agent: Agent, turn: Turn, config: dict[str, Any]) -> str:
+    """The last answer after the turn's message in the thread (a resumed run's steps
+    that LangGraph applied from saved writes are not streamed again)."""
+    assert turn.idem is not None
+    state = await agent.graph.aget_state(config)
+    messages = list((state.values or {}).get("messages", []))
+    ids = [getattr(m, "id", None) for m in messages]
+    after = messages[ids.index(input_id(turn.idem)) + 1 :] if input_id(turn.idem) in ids else []
+    answers = [m for m in after if isinstance(m, AIMessage) and not m.tool_calls]
+    return answers[-1].text if answers else ""
