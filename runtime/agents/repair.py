@@ -16,9 +16,9 @@ from runtime.agents.protocol import Message, ToolCall
 INTERRUPTED_TOOL = "Error: the turn ended before this tool call finished."
 
 
-async def repair(graph: Any, config: dict[str, Any]) -> list[ToolMessage]:
-    """Results for the tool calls a previous turn left unanswered."""
-    state = await graph.aget_state(config)
+def repair(state: Any) -> list[ToolMessage]:
+    """Results for the tool calls a previous turn left unanswered (``state``: the
+    thread's, from the graph's ``aget_state``)."""
     if not state.next:
         return []
     messages = (state.values or {}).get("messages", [])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,9 +111,10 @@ async def execute(
             modes = ["updates", "messages"] if stream_tokens else ["updates"]
             # Durability "sync": each step is in the store before the next starts, so a
             # replica that dies loses at most the step it was running.
-            stream = agent.graph.astream(inputs, config, stream_mode=modes, durability="sync")
-            async for mode, chunk in stream if run else _nothing():
-                transcript.add(mode, chunk)
+            if run:
+                stream = agent.graph.astream(inputs, config, stream_mode=modes, durability="sync")
+                async for mode, chunk in stream:
+                    transcript.add(mode, chunk)
             if inputs is None and not transcript.answer:  # resumed: steps replayed from
                 transcript.answer = await _answer(agent, turn, config)  # writes not streamed
         elapsed = time.monotonic() - started
@@ -131,9 +131,11 @@ def input_id(idem: str) -> str:
     return f"turn-{idem}"
 
 
-async def _nothing() -> AsyncIterator[tuple[str, Any]]:
-    return
-    yield
+def _after_input(state: Any, idem: str) -> list[Any] | None:
+    """The thread's messages after the turn's own (None: the thread has not got it)."""
+    messages = list((state.values or {}).get("messages", []))
+    ids = [getattr(m, "id", None) for m in messages]
+    return messages[ids.index(input_id(idem)) + 1 :] if input_id(idem) in ids else None
 
 
 async def _inputs(
@@ -146,28 +148,22 @@ async def _inputs(
     (False: do not run the graph; its answer is read from the thread). A turn whose
     message is no longer the thread's last is not resumed (RunCancelledError)."""
     message = HumanMessage(text, id=input_id(turn.idem) if turn.idem else None)
-    if turn.idem:
-        state = await agent.graph.aget_state(config)
-        messages = list((state.values or {}).get("messages", []))
-        ids = [getattr(m, "id", None) for m in messages]
-        if message.id in ids:
-            at = ids.index(message.id)
-            if any(isinstance(m, HumanMessage) for m in messages[at + 1 :]):
-                turn.final = True  # every retry gets this answer
-                raise RunCancelledError(
-                    "later turns have run since this turn was cut off; it is not resumed"
-                )
-            return None, bool(state.next)  # no next step: it ended, unrecorded
-    return {"messages": [*await repair(agent.graph, config), message]}, True
+    state = await agent.graph.aget_state(config)  # read once: repair uses it too
+    after = _after_input(state, turn.idem) if turn.idem else None
+    if after is not None:
+        if any(isinstance(m, HumanMessage) for m in after):
+            turn.final = True  # every retry gets this answer
+            raise RunCancelledError(
+                "later turns have run since this turn was cut off; it is not resumed"
+            )
+        return None, bool(state.next)  # no next step: it ended, unrecorded
+    return {"messages": [*repair(state), message]}, True
 
 
 async def _answer(agent: Agent, turn: Turn, config: dict[str, Any]) -> str:
     """The last answer after the turn's message in the thread (a resumed run's steps
     that LangGraph applied from saved writes are not streamed again)."""
     assert turn.idem is not None
-    state = await agent.graph.aget_state(config)
-    messages = list((state.values or {}).get("messages", []))
-    ids = [getattr(m, "id", None) for m in messages]
-    after = messages[ids.index(input_id(turn.idem)) + 1 :] if input_id(turn.idem) in ids else []
+    after = _after_input(await agent.graph.aget_state(config), turn.idem) or []
     answers = [m for m in after if isinstance(m, AIMessage) and not m.tool_calls]
     return answers[-1].text if answers else ""
