@@ -24,12 +24,18 @@ def replicas(app: str, deployment: str = "AgentServer") -> list[Replica]:
     ]
 
 
-def kill_replicas(app: str) -> int:
-    """Kill every replica of the app's AgentServer (no restart by Ray; Serve replaces them)."""
+def kill(app: str, deployment: str = "AgentServer", count: int | None = None) -> list[str]:
+    """Kill ``count`` (default all) live replicas of a deployment, hard (no restart by
+    Ray; Serve replaces them); their names."""
     import ray
 
-    killed = 0
-    for replica in replicas(app):
+    killed = []
+    for replica in replicas(app, deployment)[:count]:
         ray.kill(ray.get_actor(replica.name, namespace="serve"), no_restart=True)
-        killed += 1
+        killed.append(replica.name)
     return killed
+
+
+def kill_replicas(app: str) -> int:
+    """Kill every replica of the app's AgentServer; how many."""
+    return len(kill(app))

@@ -24,6 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support.agent_helpers import kill, replicas
+from tests.support.polling import wait_for
+
 #: The scripted agent's turn with a tool call: "add ..." -> calculator(2+3) -> "2+3=5".
 AGENT = "scripted-queue"
 ANSWER = "2+3=5"
@@ -170,33 +173,21 @@ class Load:
         return {"lost": lost, "run_twice": twice}
 
 
-def kill(app: str, deployment: str, count: int | None = None) -> list[str]:
-    """Kill ``count`` (default all) live replicas of a deployment, hard; their names."""
-    import ray
-
-    from tests.support.agent_helpers import replicas
-
-    killed = []
-    for replica in replicas(app, deployment)[:count]:
-        ray.kill(ray.get_actor(replica.name, namespace="serve"), no_restart=True)
-        killed.append(replica.name)
-    return killed
-
-
 def restored(
     app: str, deployment: str, killed: list[str], want: int, started: float, timeout_s: float = 180
 ) -> float:
     """Seconds from ``started`` until the deployment has ``want`` live replicas again,
     none of them a killed one (nan: not within ``timeout_s``)."""
-    from tests.support.agent_helpers import replicas
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def back() -> bool:
         names = {r.name for r in replicas(app, deployment)}
-        if len(names) >= want and not names & set(killed):
-            return time.monotonic() - started
-        time.sleep(0.2)
-    return float("nan")
+        return len(names) >= want and not names & set(killed)
+
+    try:
+        wait_for(back, timeout_s, "the replicas", interval_s=0.2)
+    except AssertionError:
+        return float("nan")
+    return time.monotonic() - started
 
 
 def inject(app: str, deployment: str, want: int, count: int | None = None) -> Fault:
