@@ -350,7 +350,7 @@ class LeaseLostError(AgentUnavailableError):
 
 
 class LimiterUnavailableError(UnavailableError):
-    """The rate-limit storage cannot be reached and ``fail_open`` is off."""
+    """The rate-limit storage cannot be reached and ``on_storage_failure`` is ``refuse``."""
 
 
 # Over HTTP an "unavailable" body is the agents' (the SDK's callers retry either way).

@@ -9,7 +9,7 @@ gateway's values and an alias in the agents' ``router`` keep them one; see
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -128,11 +128,18 @@ class RateLimitConfig(StrictModel):
     keys: dict[str, RateLimit] = Field(
         default_factory=dict, description="Per-key overrides of `per_key`, by key id."
     )
-    fail_open: bool = Field(
-        default=False,
-        description="When the storage cannot be reached: let requests through, unlimited "
-        "(logged), rather than refuse them (503). Off by default: quotas must not vanish "
-        "silently when Redis does.",
+    on_storage_failure: Literal["memory", "refuse", "allow"] = Field(
+        default="memory",
+        description="When the shared storage (Redis) cannot be reached: `memory` (the "
+        "default) counts in this replica's memory until it answers again (each replica "
+        "against the whole limit: a tenant may get up to the replica count times its "
+        "quota during the outage, never unlimited); `refuse` answers 503; `allow` lets "
+        "requests through uncounted (logged).",
+    )
+    fail_open: bool | None = Field(
+        default=None,
+        description="Replaced by `on_storage_failure` (`allow` or `refuse`); refused.",
+        json_schema_extra={"deprecated": True},
     )
     storage_timeout_s: float = Field(
         default=0.5,
@@ -146,8 +153,18 @@ class RateLimitConfig(StrictModel):
         gt=0,
         le=300,
         description="After a storage failure, how long checks skip the storage (the "
-        "circuit is open: each answers at once by `fail_open`) before one probe retries.",
+        "circuit is open: each answers at once by `on_storage_failure`) before one probe "
+        "retries.",
     )
+
+    @model_validator(mode="after")
+    def _no_fail_open(self) -> RateLimitConfig:
+        if self.fail_open is not None:
+            choice = "allow" if self.fail_open else "refuse"
+            raise ValueError(
+                f"rate_limits.fail_open was replaced: write `on_storage_failure: {choice}`"
+            )
+        return self
 
     def tenant(self, name: str) -> TenantLimit:
         return self.tenants.get(name, self.per_tenant)

@@ -12,11 +12,13 @@ Redis storage).
 With Redis (``storage_url_env``) every gateway and agent replica shares the counters:
 an agent's LLM calls and the tenant's own calls spend one token budget. In memory,
 each replica counts alone: a gateway replica its clients' calls, an agent replica its
-agents' calls, each against the whole limit. When the storage fails, ``fail_open``
-decides: refuse the request (503, the default) or let it through (logged). Each check
-waits at most ``storage_timeout_s`` on the storage, and after a failure a circuit
-breaker skips the storage for ``storage_open_s`` (one probe then retries it), so that
-a blackholed Redis costs a request half a second once, not a minute each.
+agents' calls, each against the whole limit. When the shared storage fails,
+``on_storage_failure`` decides: count in this replica's memory meanwhile (``memory``,
+the default: limits still hold, per replica), refuse the request (503) or let it
+through uncounted (logged). Each check waits at most ``storage_timeout_s`` on the
+storage, and after a failure a circuit breaker skips the storage for
+``storage_open_s`` (one probe then retries it), so that a blackholed Redis costs a
+request half a second once, not a minute each.
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ from runtime.providers.circuit import CircuitBreaker
 logger = logging.getLogger("ray.serve")
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Counters:
+    """The two strategies over one storage: requests (moving window), tokens (fixed)."""
+
+    requests: MovingWindowRateLimiter
+    tokens: FixedWindowRateLimiter
+
+    @classmethod
+    def over(cls, storage: Storage) -> _Counters:
+        return cls(MovingWindowRateLimiter(storage), FixedWindowRateLimiter(storage))
 
 
 @dataclass(frozen=True)
@@ -95,8 +109,14 @@ class Limiter:
         self.shared = url is not None
         self.storage = storage_for(url, config.storage_timeout_s)
         self.breaker = CircuitBreaker(failure_threshold=1, open_s=config.storage_open_s)
-        self._requests = MovingWindowRateLimiter(self.storage)
-        self._tokens = FixedWindowRateLimiter(self.storage)
+        self._counters = _Counters.over(self.storage)
+        # Where checks count while the shared storage is unreachable (``memory``).
+        self._local = (
+            _Counters.over(MemoryStorage())
+            if self.shared and config.on_storage_failure == "memory"
+            else None
+        )
+        self._degraded = False  # counting in _local now (logged once per outage)
         self._providers = {p.name: p.rate_limit for p in providers or []}
         self._in_flight: dict[str, int] = {}
         self._clock = clock
@@ -111,33 +131,48 @@ class Limiter:
         return subjects
 
     async def _guard(
-        self, call: Callable[[], Awaitable[T]], default: T, *, charging: bool = False
+        self, call: Callable[[_Counters], Awaitable[T]], default: T, *, charging: bool = False
     ) -> T:
-        """``call`` on the storage, within the timeout and the circuit; a failure is
-        refused or let through by ``fail_open`` (``charging``: the answer exists already,
-        so a failure to count it is only logged)."""
+        """``call`` on the storage, within the timeout and the circuit; on a failure,
+        ``on_storage_failure`` decides (``charging``: the answer exists already, so a
+        failure to count it is never raised)."""
         if not self.breaker.allow():  # failed just now: answer at once
-            return self._unavailable("circuit open", default, charging)
+            return await self._unavailable("circuit open", call, default, charging)
         try:
             async with asyncio.timeout(self.config.storage_timeout_s):
-                result = await call()
+                result = await call(self._counters)
         except RateLimitError:
-            self.breaker.record_success()
+            self._recovered()
             raise
         except Exception as exc:
             self.breaker.record_failure()
-            return self._unavailable(type(exc).__name__, default, charging)
+            return await self._unavailable(type(exc).__name__, call, default, charging)
         except BaseException:  # cancelled: a half-open probe must not stay taken
             self.breaker.abandon()
             raise
-        self.breaker.record_success()
+        self._recovered()
         return result
 
-    def _unavailable(self, why: str, default: T, charging: bool = False) -> T:
+    def _recovered(self) -> None:
+        self.breaker.record_success()
+        if self._degraded:
+            self._degraded = False
+            logger.warning("rate-limit storage answers again: counting there")
+
+    async def _unavailable(
+        self, why: str, call: Callable[[_Counters], Awaitable[T]], default: T, charging: bool
+    ) -> T:
+        if self._local is not None:
+            if not self._degraded:
+                self._degraded = True
+                logger.warning(
+                    "rate-limit storage failed (%s): counting in this replica's memory", why
+                )
+            return await call(self._local)
         if charging:
             logger.warning("rate-limit storage failed (%s): tokens not counted", why)
             return default
-        if not self.config.fail_open:
+        if self.config.on_storage_failure == "refuse":
             raise LimiterUnavailableError(f"the rate-limit storage is unreachable ({why})")
         logger.warning("rate-limit storage failed (%s): request let through", why)
         return default
@@ -146,21 +181,26 @@ class Limiter:
         return max(1, math.ceil(reset_time - self._clock()))
 
     async def _check(
-        self, subjects: list[_Subject], what: str, count: bool = True, tokens_too: bool = True
+        self,
+        counters: _Counters,
+        subjects: list[_Subject],
+        what: str,
+        count: bool = True,
+        tokens_too: bool = True,
     ) -> None:
         """Count one request against each subject (``count``); refuse on the first spent
         limit (of tokens too, with ``tokens_too``)."""
         for s in subjects:
             requests = _item(s.limit.requests_per_minute, "req") if count else None
-            if requests is not None and not await self._requests.hit(requests, s.kind, s.name):
-                stats = await self._requests.get_window_stats(requests, s.kind, s.name)
+            if requests is not None and not await counters.requests.hit(requests, s.kind, s.name):
+                stats = await counters.requests.get_window_stats(requests, s.kind, s.name)
                 raise RateLimitError(
                     f"rate limit of the {s.kind}{what}: {requests.amount} requests per minute",
                     self._retry_after(stats.reset_time),
                 )
             tokens = _item(s.limit.tokens_per_minute, "tok") if tokens_too else None
             if tokens is not None:
-                stats = await self._tokens.get_window_stats(tokens, s.kind, s.name)
+                stats = await counters.tokens.get_window_stats(tokens, s.kind, s.name)
                 if stats.remaining <= 0:
                     raise RateLimitError(
                         f"token limit of the {s.kind}{what}: {tokens.amount} LLM tokens per minute",
@@ -171,13 +211,13 @@ class Limiter:
         """Count a request of ``key_id`` for ``tenant``; raise when a limit is spent (the
         token limits only for a request that ``uses_llm``)."""
         subjects = self._subjects(tenant, key_id)
-        await self._guard(lambda: self._check(subjects, "", tokens_too=uses_llm), None)
+        await self._guard(lambda c: self._check(c, subjects, "", tokens_too=uses_llm), None)
 
     async def admit_tokens(self, tenant: str, key_id: str | None = None) -> None:
         """An LLM call: refused when the tenant's (or key's) tokens are spent; counts
         no request."""
         subjects = self._subjects(tenant, key_id)
-        await self._guard(lambda: self._check(subjects, "", count=False), None)
+        await self._guard(lambda c: self._check(c, subjects, "", count=False), None)
 
     async def reserve_tokens(self, tenant: str, key_id: str | None, tokens: int) -> int:
         """Charge, before an LLM call, the most tokens it can generate (``n x
@@ -196,17 +236,17 @@ class Limiter:
             return 0
         reserved = min(tokens, *(item.amount for _, item in subjects))
 
-        async def run() -> int:
+        async def run(counters: _Counters) -> int:
             for s, item in subjects:
-                if not await self._tokens.test(item, s.kind, s.name, cost=reserved):
-                    stats = await self._tokens.get_window_stats(item, s.kind, s.name)
+                if not await counters.tokens.test(item, s.kind, s.name, cost=reserved):
+                    stats = await counters.tokens.get_window_stats(item, s.kind, s.name)
                     raise RateLimitError(
                         f"token limit of the {s.kind}: {item.amount} LLM tokens per minute "
                         f"({stats.remaining} left; this request may use {reserved})",
                         self._retry_after(stats.reset_time),
                     )
             for s, item in subjects:
-                await self._tokens.hit(item, s.kind, s.name, cost=reserved)
+                await counters.tokens.hit(item, s.kind, s.name, cost=reserved)
             return reserved
 
         return await self._guard(run, 0)
@@ -216,11 +256,11 @@ class Limiter:
         if tokens <= 0:
             return
 
-        async def run() -> None:
+        async def run(counters: _Counters) -> None:
             for s in self._subjects(tenant, key_id):
                 item = _item(s.limit.tokens_per_minute, "tok")
                 if item is not None:
-                    await self._tokens.hit(item, s.kind, s.name, cost=tokens)
+                    await counters.tokens.hit(item, s.kind, s.name, cost=tokens)
 
         await self._guard(run, None, charging=True)
 
@@ -229,15 +269,15 @@ class Limiter:
         limit = self._providers.get(provider)
         if limit is not None:
             subject = _Subject("provider", provider, limit)
-            await self._guard(lambda: self._check([subject], f" {provider!r}"), None)
+            await self._guard(lambda c: self._check(c, [subject], f" {provider!r}"), None)
 
     async def provider_charge(self, provider: str, tokens: int) -> None:
         limit = self._providers.get(provider)
         item = _item(limit.tokens_per_minute, "tok") if limit else None
         if item is not None and tokens > 0:
 
-            async def run() -> None:
-                await self._tokens.hit(item, "provider", provider, cost=tokens)
+            async def run(counters: _Counters) -> None:
+                await counters.tokens.hit(item, "provider", provider, cost=tokens)
 
             await self._guard(run, None, charging=True)
 

@@ -114,20 +114,34 @@ def test_providers_quota() -> None:
     asyncio.run(main())
 
 
-def test_unreachable_storage_fails_open_or_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_storage_counts_in_memory_refuses_or_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis unreachable: the default counts in the replica's memory (the limit still
+    holds); `refuse` answers 503; `allow` lets requests through uncounted."""
     monkeypatch.setenv("RUNTIME_TEST_REDIS", f"redis://127.0.0.1:{free_port()}/0")
     limits = {"storage_url_env": "RUNTIME_TEST_REDIS", "per_tenant": {"requests_per_minute": 1}}
-    open_ = Limiter(_limits(**limits, fail_open=True))
-    closed = Limiter(_limits(**limits))  # fail closed: the default
+    memory = Limiter(_limits(**limits))  # the default
+    open_ = Limiter(_limits(**limits, on_storage_failure="allow"))
+    closed = Limiter(_limits(**limits, on_storage_failure="refuse"))
     assert "redis" not in repr(open_)  # the URL may carry a password
 
     async def main() -> None:
+        await memory.admit("t", "k")
+        with pytest.raises(RateLimitError, match="1 requests per minute"):
+            await memory.admit("t", "k")  # counted here while Redis is away
+        await memory.charge("t", "k", 10)
         await open_.admit("t", "k")
         await open_.admit("t", "k")  # not counted, let through
         with pytest.raises(LimiterUnavailableError, match="unreachable"):
             await closed.admit("t", "k")
 
     asyncio.run(main())
+
+
+def test_fail_open_names_its_replacement() -> None:
+    with pytest.raises(ValueError, match="on_storage_failure: allow"):
+        _limits(fail_open=True)
 
 
 def _blackholed(monkeypatch: pytest.MonkeyPatch, **limits: Any) -> tuple[Any, Limiter]:
@@ -150,9 +164,11 @@ def test_a_blackholed_storage_costs_one_short_wait_then_none(
 ) -> None:
     """A port that takes connections and never answers (a blackholed Redis, not a
     refused one): the first check waits `storage_timeout_s`, then the circuit answers
-    at once; neither lets the request through (the default fails closed). Before: each
-    check waited on redis-py's defaults (about a minute) and then let it through."""
-    hole, limiter = _blackholed(monkeypatch, storage_timeout_s=0.2, storage_open_s=30)
+    at once; neither lets the request through (`refuse`). Before: each check waited on
+    redis-py's defaults (about a minute) and then let it through."""
+    hole, limiter = _blackholed(
+        monkeypatch, storage_timeout_s=0.2, storage_open_s=30, on_storage_failure="refuse"
+    )
 
     async def main() -> None:
         async with asyncio.timeout(10):  # a hang guard, not a speed goal
