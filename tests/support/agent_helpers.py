@@ -1,8 +1,11 @@
-"""Replica actors of a deployment on the test cluster: where they run, and killing them."""
+"""Replica actors of a deployment on the test cluster: where they run, their engine
+processes, and killing them."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -39,3 +42,16 @@ def kill(app: str, deployment: str = "AgentServer", count: int | None = None) ->
 def kill_replicas(app: str) -> int:
     """Kill every replica of the app's AgentServer; how many."""
     return len(kill(app))
+
+
+def replica_and_engine(app: str) -> tuple[Any, Any]:
+    """The process of the app's LLM replica and of its vLLM engine (psutil processes)."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        if f"ServeReplica:{app}:LLMServer" in " ".join(proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                engines = [c for c in proc.children() if "EngineCore" in " ".join(c.cmdline())]
+                if engines:
+                    return proc, engines[0]
+    raise AssertionError(f"no replica with an engine process for app {app!r}")

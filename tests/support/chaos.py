@@ -2,13 +2,16 @@
 
 Load (threads, each with the official clients' and the SDK's default retries): agent
 turns with a tool call through the gateway (the SDK over HTTP, one session per worker,
-each turn's message unique), chat completions and streamed chat completions (the
-``openai`` client) on the tiny model, and session creation. Faults: replicas of a
-deployment killed (Serve replaces them). Each request is recorded with its start, end
-and outcome; :func:`report` gives, per fault window, the share that succeeded, p50/p99
-latency, the longest stretch without a success, and for agent turns the turns lost
-(answered, but not in the session's history) and run twice (a message or its tool
-result in the history more than once).
+each turn's message unique), the same turns through deployment handles on the `pg`
+app (sessions in PostgreSQL), chat completions and streamed chat completions (the
+``openai`` client) on the tiny model, streams the client leaves after the first chunk,
+and session creation. Faults: replicas of a deployment killed (Serve replaces them),
+the engine process of an LLM replica killed, a worker node killed and a new one added,
+PostgreSQL restarted, Redis restarted and blackholed. Each request is recorded with its
+start, end and outcome; :func:`report` gives, per fault window, the share that
+succeeded, p50/p99 latency, the longest stretch without a success, and for agent turns
+the turns lost (answered, but not in the session's history) and run twice (a message or
+its tool result in the history more than once).
 
 Used by the cluster test (tests/cluster/test_chaos.py, short) and by
 benchmarks/chaos.py (``make chaos``: longer, more faults, results written down).
@@ -16,6 +19,7 @@ benchmarks/chaos.py (``make chaos``: longer, more faults, results written down).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -35,7 +39,7 @@ TURNS_PER_SESSION = 20
 
 @dataclass
 class Call:
-    kind: str  # turn | chat | stream | session
+    kind: str  # turn | pg-turn | model-turn | chat | stream | abandon | session
     started: float
     ended: float
     ok: bool
@@ -73,19 +77,25 @@ class Load:
         with self._lock:
             self.calls.append(call)
 
-    def _session(self, agent: str) -> Any:
+    def _session(self, agent: str, app: str | None = None) -> Any:
+        """A new session of ``agent``: over HTTP through the gateway, or (``app``) by
+        deployment handles into that agent application."""
         import runtime
 
-        session = runtime.connect(self.url, api_key=self.key).agent(agent).session()
+        client = runtime.connect(self.url, api_key=self.key) if app is None else None
+        client = client or runtime.connect(app=app)
+        session = client.agent(agent).session()
         with self._lock:
             self.sessions.append(session)
             self.sent[session.id] = []
         return session
 
-    def _turns(self) -> None:
+    def _turns(self, app: str | None = None) -> None:
         """Turns on a new session every ``TURNS_PER_SESSION`` (a conversation's prompt
-        grows with it, and the agent's token budget is per turn)."""
-        session = self._session(AGENT)
+        grows with it, and the agent's token budget is per turn); through the gateway,
+        or by handles into ``app``."""
+        kind = "turn" if app is None else f"{app}-turn"
+        session = self._session(AGENT, app)
 
         def turn() -> None:
             message = f"add #{next(self._ids)}"
@@ -96,8 +106,8 @@ class Load:
 
         while not self.stop.is_set():
             if len(self.sent[session.id]) >= TURNS_PER_SESSION:
-                session = self._session(AGENT)
-            self._record("turn", turn)
+                session = self._session(AGENT, app)
+            self._record(kind, turn)
 
     def _model_turns(self, agent: str) -> None:
         """Turns of an agent on a real model (its LLM calls wait for a restarting one)."""
@@ -133,6 +143,22 @@ class Load:
             self._record("stream" if stream else "chat", chat)
             time.sleep(0.2)
 
+    def _abandon(self) -> None:
+        """Streams the client leaves after their first chunk (the engine must drop
+        them: :func:`engine_left`)."""
+        import openai
+
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.key, timeout=60)
+        body = {"model": self.model, "messages": [{"role": "user", "content": "hi"}]}
+
+        def leave() -> None:
+            with client.chat.completions.create(**body, max_tokens=48, stream=True) as chunks:
+                next(iter(chunks))  # then closed, mid-stream
+
+        while not self.stop.is_set():
+            self._record("abandon", leave)
+            time.sleep(0.5)
+
     def _sessions(self) -> None:
         import runtime
 
@@ -142,11 +168,12 @@ class Load:
             time.sleep(1.0)
 
     def start(
-        self, turn_workers: int = 2, model_agent: str | None = None
+        self, turn_workers: int = 2, model_agent: str | None = None, pg_app: str = "pg"
     ) -> list[threading.Thread]:
         """``model_agent``: also one worker running turns of that agent (a real model)."""
         targets: list[Callable[[], None]] = [self._turns] * turn_workers
-        targets += [lambda: self._chat(False), lambda: self._chat(True), self._sessions]
+        targets += [lambda: self._turns(pg_app), self._abandon, self._sessions]
+        targets += [lambda: self._chat(False), lambda: self._chat(True)]
         if model_agent is not None:
             targets.append(lambda: self._model_turns(model_agent))
         threads = [threading.Thread(target=t, daemon=True) for t in targets]
@@ -197,6 +224,74 @@ def inject(app: str, deployment: str, want: int, count: int | None = None) -> Fa
     fault = Fault(f"kill {app}/{deployment} x{len(killed)}", at)
     fault.restored_s = restored(app, deployment, killed, want, at)
     return fault
+
+
+def outage(name: str, act: Callable[[], None]) -> Fault:
+    """A server's outage: ``act`` takes it down and brings it back (blocking); the
+    fault, with the time until it answered again."""
+    at = time.monotonic()
+    act()
+    return Fault(name, at, time.monotonic() - at)
+
+
+def kill_engine(app: str) -> Fault:
+    """Kill the engine process of the app's LLM replica (its health check then fails,
+    and Serve replaces the replica); in-flight streams are cut."""
+    from tests.support.agent_helpers import replica_and_engine
+
+    _, engine = replica_and_engine(app)
+    before = [r.name for r in replicas(app, "LLMServer")]
+    at = time.monotonic()
+    engine.kill()
+    fault = Fault(f"kill {app} engine process", at)
+    fault.restored_s = restored(app, "LLMServer", before, len(before), at, timeout_s=300)
+    return fault
+
+
+def kill_node(cluster: Any, label: str, node_args: dict[str, Any]) -> Fault:
+    """Kill the worker node labelled ``worker-kind: label`` (no graceful exit: its
+    raylet and every process on it die), then add a new one with ``node_args``, as
+    KubeRay replaces a lost worker Pod; the fault, with the time until every
+    deployment that ran there has its replicas again."""
+    import ray
+
+    dead = {
+        n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Labels"].get("worker-kind") == label
+    }
+    node = next(n for n in cluster.worker_nodes if n.node_id in dead)
+    from ray._private import state
+
+    on_it = Counter(
+        a["ActorClassName"].removeprefix("ServeReplica:")
+        for a in state.actors(actor_state_name="ALIVE").values()
+        if a["Address"]["NodeID"] in dead and a["ActorClassName"].startswith("ServeReplica:")
+    )
+    killed = [r.name for k in on_it for r in replicas(*k.split(":")) if r.node_id in dead]
+    at = time.monotonic()
+    cluster.remove_node(node, allow_graceful=False)
+    cluster.add_node(**node_args)
+    fault = Fault(f"kill {label} node, add a new one", at)
+    waits = [restored(*k.split(":"), killed, n, at, timeout_s=300) for k, n in on_it.items()]
+    fault.restored_s = max(waits, default=0.0)
+    return fault
+
+
+def engine_left(app: str, timeout_s: float = 30) -> int:
+    """Requests still unfinished in the app's engine once the load has stopped (waited
+    for up to ``timeout_s``): streams whose client left must not stay behind."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("LLMServer", app)
+    left = -1
+
+    def idle() -> bool:
+        nonlocal left
+        left = int(handle.engine_stats.remote().result(timeout_s=10)["unfinished_requests"])
+        return left == 0
+
+    with contextlib.suppress(AssertionError):  # the count says what is left
+        wait_for(idle, timeout_s, "the engine's unfinished requests", interval_s=0.5)
+    return left
 
 
 def _quantile(values: list[float], q: float) -> float:

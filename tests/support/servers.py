@@ -1,21 +1,30 @@
 """Real servers the tests start on loopback: PostgreSQL (found on PATH or in Debian's
 folders), Redis (missing either is a failure, never a skip) and vLLM's own OpenAI API
-server."""
+server. The chaos suite restarts PostgreSQL and Redis, and pauses Redis (a blackhole:
+connections taken, nothing answered), through :func:`restart_postgres`,
+:func:`restart_redis` and :func:`pause_redis`."""
 
 from __future__ import annotations
 
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.support.polling import wait_for
+
+#: The servers started here, by port: how to stop and start them again.
+_POSTGRES: dict[int, list[str]] = {}  # port -> the pg_ctl command line, less its verb
+_REDIS: dict[int, tuple[list[str], list[subprocess.Popen[bytes]]]] = {}  # argv, [process]
 
 
 def _missing(what: str, package: str = "postgresql") -> None:
@@ -50,20 +59,27 @@ def postgres(port: int) -> Iterator[str]:
         capture_output=True,
     )
     opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root}"
-    subprocess.run(
-        [*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
+    control = [*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log")]
+    subprocess.run([*control, "-w", "start"], check=True, capture_output=True)
+    _POSTGRES[port] = control
     try:
         dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         _wait_for_postgres(dsn)
         yield dsn
     finally:
-        subprocess.run(
-            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
+        _POSTGRES.pop(port, None)
+        subprocess.run([*control, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def restart_postgres(dsn: str, down_s: float) -> None:
+    """Stop the PostgreSQL at ``dsn`` as a crash would (immediate: connections cut, no
+    checkpoint), keep it down ``down_s``, start it again and wait until it answers."""
+    control = _POSTGRES[urlsplit(dsn).port or 5432]
+    subprocess.run([*control, "-m", "immediate", "stop"], check=True, capture_output=True)
+    time.sleep(down_s)
+    subprocess.run([*control, "-w", "start"], check=True, capture_output=True)
+    _wait_for_postgres(dsn)
 
 
 @contextmanager
@@ -74,33 +90,42 @@ def redis(port: int) -> Iterator[str]:
         _missing("Redis", "redis-server")
         raise AssertionError("unreachable")
     root = Path(tempfile.mkdtemp(prefix="runtime-redis-"))
-    process = subprocess.Popen(
-        [
-            server,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(root),
-            "--logfile",
-            str(root / "log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    argv = [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly"]
+    argv += ["no", "--dir", str(root), "--logfile", str(root / "log")]
+    current = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    _REDIS[port] = (argv, current)
     try:
         url = f"redis://127.0.0.1:{port}/0"
-        _wait_for_redis(url, process)
+        _wait_for_redis(url, current[0])
         yield url
     finally:
-        process.terminate()
-        process.wait(10)
+        _REDIS.pop(port, None)
+        current[0].terminate()
+        current[0].wait(10)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def restart_redis(url: str, down_s: float) -> None:
+    """Kill the Redis at ``url`` (SIGKILL: its counters are gone, as with no
+    persistence in a Pod), keep it down ``down_s``, start it again, wait until it
+    answers."""
+    argv, current = _REDIS[urlsplit(url).port or 6379]
+    current[0].kill()
+    current[0].wait(10)
+    time.sleep(down_s)
+    current[0] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_redis(url, current[0])
+
+
+def pause_redis(url: str, down_s: float) -> None:
+    """Blackhole the Redis at ``url`` for ``down_s``: the process is stopped
+    (SIGSTOP), so the kernel still takes connections and nothing answers."""
+    _, current = _REDIS[urlsplit(url).port or 6379]
+    current[0].send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(down_s)
+    finally:
+        current[0].send_signal(signal.SIGCONT)
 
 
 def _wait_for_redis(url: str, process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
