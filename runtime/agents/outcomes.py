@@ -54,10 +54,27 @@ def failure(
         )
     if isinstance(exc, APIError):
         return exc
+    if store_unreachable(exc):
+        return AgentUnavailableError(
+            f"the session store is unreachable ({type(exc).__name__}); the turn stopped at "
+            "its last checkpoint: retry it (with its idempotency key) to resume it"
+        )
     logger.error("agent run failed (%s)", type(exc).__name__, exc_info=exc)
     return RunFailedError(
         f"the run failed ({type(exc).__name__}); the session continues from its last completed step"
     )
+
+
+def store_unreachable(exc: BaseException) -> bool:
+    """A connection-level failure of PostgreSQL (a restart, a failover, a cut network,
+    no connection free in the pool): nothing about the turn is wrong, and a retry with
+    its idempotency key resumes it once the database answers."""
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:  # the PostgreSQL store is not installed: not its error
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout)
 
 
 def error_event(run_id: str, err: APIError) -> RunEvent:

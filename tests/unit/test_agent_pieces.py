@@ -127,6 +127,11 @@ def test_how_a_turn_ends() -> None:
     assert isinstance(over, BudgetExceededError) and "4 steps" in over.message
     busy = SessionBusyError("busy")
     assert outcomes.failure(busy, budgets, None) is busy
+    import psycopg
+
+    # PostgreSQL restarting mid-turn: retryable (the SDK resumes it), not a failed run.
+    down = outcomes.failure(psycopg.OperationalError("server closed the connection"), budgets, None)
+    assert down.type == "unavailable" and "session store is unreachable" in down.message
     failed = outcomes.failure(KeyError("secret"), budgets, None)
     assert isinstance(failed, RunFailedError) and "secret" not in failed.message
     event = outcomes.error_event("r", failed)
