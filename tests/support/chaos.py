@@ -239,12 +239,20 @@ def kill_engine(app: str) -> Fault:
     and Serve replaces the replica); in-flight streams are cut."""
     from tests.support.agent_helpers import replica_and_engine
 
-    _, engine = replica_and_engine(app)
-    before = [r.name for r in replicas(app, "LLMServer")]
+    # A replica started just now loads its engine for a while: wait for it.
+    wait_for(lambda: replica_and_engine(app), 300, "an engine", 1, retry=AssertionError)
+    replica, process = replica_and_engine(app)
     at = time.monotonic()
-    engine.kill()
+    process.kill()
     fault = Fault(f"kill {app} engine process", at)
-    fault.restored_s = restored(app, "LLMServer", before, len(before), at, timeout_s=300)
+
+    def replaced() -> Any:
+        new, _ = replica_and_engine(app)
+        return new.pid != replica.pid
+
+    with contextlib.suppress(AssertionError):  # restored_s stays None: not replaced
+        wait_for(replaced, 300, "a new replica's engine", 0.5, retry=AssertionError)
+        fault.restored_s = time.monotonic() - at
     return fault
 
 
