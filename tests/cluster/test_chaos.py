@@ -34,6 +34,7 @@ from tests.support.chaos import (
     write,
 )
 from tests.support.keys import API_KEY
+from tests.support.net import free_port
 from tests.support.paths import REPO
 from tests.support.servers import pause_redis, restart_postgres, restart_redis
 from tests.support.stack import TINY_MODEL, Stack
@@ -55,7 +56,8 @@ def _faults(ray_cluster: Any, postgres_dsn: str, redis_url: str) -> list[Inject]
     cpu_node = {
         "num_cpus": 6,
         "labels": {"worker-kind": "cpu"},
-        "metrics_export_port": ray_cluster.metrics_ports[1],
+        # A new port: the killed node's metrics agent may hold its old one a while.
+        "metrics_export_port": free_port(),
         **local_ray.node_args(),
     }
     extra: list[Inject] = [

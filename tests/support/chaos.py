@@ -279,7 +279,11 @@ def kill_node(cluster: Any, label: str, node_args: dict[str, Any]) -> Fault:
     cluster.remove_node(node, allow_graceful=False)
     cluster.add_node(**node_args)
     fault = Fault(f"kill {label} node, add a new one", at)
-    waits = [restored(*k.split(":"), killed, n, at, timeout_s=300) for k, n in on_it.items()]
+    deadline = at + 300  # one deadline for all (each wait returns nan after it)
+    waits = [
+        restored(*k.split(":"), killed, n, at, timeout_s=max(1.0, deadline - time.monotonic()))
+        for k, n in on_it.items()
+    ]
     fault.restored_s = max(waits, default=0.0)
     return fault
 
