@@ -1,15 +1,17 @@
-"""The chaos suite: constant mixed load through the gateway (and by handles into the
-`pg` app) while replicas, engines, a node, PostgreSQL and Redis fail.
+"""The chaos suite: constant mixed load through the gateway while replicas, engines, a
+node, PostgreSQL and Redis fail.
 
 Short form (in ``make test``): an agent replica killed, then the gateway's replica,
-Redis blackholed (5 s) and restarted, PostgreSQL restarted mid-turn. Full form (``make
-chaos``, ``RUNTIME_CHAOS_FULL=1``): longer windows, also the tiny model's and SmolLM2's
-replicas (a worker runs `planner` turns on SmolLM2 meanwhile), the tiny model's engine
-process, every agent replica at once, the gateway again, and the CPU worker node (a new
-one is added); the results go to benchmarks/results/chaos.*. With the clients' default
-retries (the SDK's; the openai client's two) no turn may be lost or run twice, every
-agent turn and session creation must succeed (the short form: 99 % of turns), and no
-stream a client left may stay in the engine."""
+under turns over HTTP, chat and session creation. Full form (``make chaos``,
+``RUNTIME_CHAOS_FULL=1``): longer windows, also turns by handles on PostgreSQL and
+streams left by their client, Redis blackholed (5 s) and restarted, PostgreSQL
+restarted mid-turn, the tiny model's engine process and replica, SmolLM2's replica (a
+worker runs `planner` turns on SmolLM2 meanwhile), every agent replica at once, the
+gateway again, and the CPU worker node (a new one is added); the results go to
+benchmarks/results/chaos.*. With the clients' default retries (the SDK's; the openai
+client's two) no turn may be lost or run twice, every agent turn and session creation
+must succeed (the short form: 99 % of turns), and no stream a client left may stay in
+the engine."""
 
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ def _faults(ray_cluster: Any, postgres_dsn: str, redis_url: str) -> list[Inject]
     short: list[Inject] = [
         functools.partial(inject, "agents", "AgentServer", 2, 1),
         functools.partial(inject, "gateway", "Gateway", 1, 1),
+    ]
+    servers: list[Inject] = [
         lambda: outage("blackhole Redis 5 s", lambda: pause_redis(redis_url, 5)),
         lambda: outage("restart Redis (down 2 s)", lambda: restart_redis(redis_url, 2)),
         lambda: outage("restart PostgreSQL (down 3 s)", lambda: restart_postgres(postgres_dsn, 3)),
@@ -68,7 +72,7 @@ def _faults(ray_cluster: Any, postgres_dsn: str, redis_url: str) -> list[Inject]
         functools.partial(inject, "gateway", "Gateway", 1, 1),
         functools.partial(kill_node, ray_cluster, "cpu", cpu_node),
     ]
-    return short + (extra if FULL else [])
+    return short + (servers + extra if FULL else [])
 
 
 # The full form runs for about 15 minutes (an engine reloads in about two under load).
@@ -77,7 +81,7 @@ def test_load_rides_out_faults(
     stack: Stack, ray_cluster: Any, postgres_dsn: str, redis_url: str
 ) -> None:
     load = Load(stack.url, API_KEY, TINY_MODEL)
-    threads = load.start(model_agent="planner" if FULL else None)
+    threads = load.start(model_agent="planner" if FULL else None, pg_app="pg" if FULL else None)
     began = time.monotonic()
     faults = []
     settle_s = 30 if FULL else 5
@@ -92,7 +96,7 @@ def test_load_rides_out_faults(
     finally:
         load.finish(threads)
     result = report(load, faults, began, time.monotonic())
-    result["engine_left"] = engine_left("tiny")
+    result["engine_left"] = engine_left("tiny") if FULL else None
     if FULL:
         write(result, REPO / "benchmarks/results", "chaos" if failed is None else "chaos-failed")
     if failed is not None:
@@ -103,14 +107,15 @@ def test_load_rides_out_faults(
     # 150-200 turns allow one failure (one CI run saw 1 of 182, its error unknown then:
     # the message now names the errors).
     least = 1.0 if FULL else 0.99
-    for kind in ("turn", "pg-turn", "session", *(["model-turn"] if FULL else [])):
+    for kind in ("turn", "session", *(["pg-turn", "model-turn"] if FULL else [])):
         m = total[kind]
         assert m["success_rate"] >= least, (kind, m["success_rate"], m["errors"])
     assert total["turn"]["succeeded"] >= 10, total["turn"]
     for fault in faults:
         assert fault.restored_s == fault.restored_s, f"{fault.name}: not replaced"  # not nan
-    # Streams a client left are dropped by the engine (none still unfinished).
-    assert total["abandon"]["succeeded"] > 0 and result["engine_left"] == 0, result["engine_left"]
+    if FULL:  # streams a client left are dropped by the engine (none still unfinished)
+        assert total["abandon"]["succeeded"] > 0 and result["engine_left"] == 0, result
+
     # Chat requests are recorded, not held to 100 %: the openai client retries twice
     # (about 1.5 s), less than a killed gateway or engine takes to come back.
     assert total["chat"]["requests"] > 0 and total["stream"]["requests"] > 0

@@ -62,6 +62,7 @@ class Load:
     sent: dict[str, list[str]] = field(default_factory=dict)  # session -> messages answered
     sessions: list[Any] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    _clients: dict[str, Any] = field(default_factory=dict)  # app -> its handle client
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
 
@@ -82,8 +83,12 @@ class Load:
         deployment handles into that agent application."""
         import runtime
 
-        client = runtime.connect(self.url, api_key=self.key) if app is None else None
-        client = client or runtime.connect(app=app)
+        if app is None:
+            client = runtime.connect(self.url, api_key=self.key)
+        else:  # one client, one set of handles (each handle reports metrics while it lives)
+            client = self._clients.get(app) or self._clients.setdefault(
+                app, runtime.connect(app=app)
+            )
         session = client.agent(agent).session()
         with self._lock:
             self.sessions.append(session)
@@ -168,11 +173,14 @@ class Load:
             time.sleep(1.0)
 
     def start(
-        self, turn_workers: int = 2, model_agent: str | None = None, pg_app: str = "pg"
+        self, turn_workers: int = 2, model_agent: str | None = None, pg_app: str | None = None
     ) -> list[threading.Thread]:
-        """``model_agent``: also one worker running turns of that agent (a real model)."""
+        """``model_agent``: also one worker running turns of that agent (a real model);
+        ``pg_app``: one running turns by handles into that app, and one leaving streams."""
         targets: list[Callable[[], None]] = [self._turns] * turn_workers
-        targets += [lambda: self._turns(pg_app), self._abandon, self._sessions]
+        targets.append(self._sessions)
+        if pg_app is not None:
+            targets += [lambda: self._turns(pg_app), self._abandon]
         targets += [lambda: self._chat(False), lambda: self._chat(True)]
         if model_agent is not None:
             targets.append(lambda: self._model_turns(model_agent))
