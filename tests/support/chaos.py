@@ -13,8 +13,8 @@ succeeded, p50/p99 latency, the longest stretch without a success, and for agent
 the turns lost (answered, but not in the session's history) and run twice (a message or
 its tool result in the history more than once).
 
-Used by the cluster test (tests/cluster/test_chaos.py, short) and by
-benchmarks/chaos.py (``make chaos``: longer, more faults, results written down).
+Used by the cluster test (tests/cluster/test_chaos.py): its short form in ``make test``,
+its full form in ``make chaos`` (longer, more faults, results written down).
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ class Load:
         if app is None:
             client = runtime.connect(self.url, api_key=self.key)
         else:  # one client, one set of handles (each handle reports metrics while it lives)
-            client = self._clients.get(app) or self._clients.setdefault(
-                app, runtime.connect(app=app)
-            )
+            if app not in self._clients:
+                self._clients[app] = runtime.connect(app=app)
+            client = self._clients[app]
         session = client.agent(agent).session()
         with self._lock:
             self.sessions.append(session)
@@ -254,13 +254,15 @@ def kill_engine(app: str) -> Fault:
     process.kill()
     fault = Fault(f"kill {app} engine process", at)
 
-    def replaced() -> Any:
-        new, _ = replica_and_engine(app)
-        return new.pid != replica.pid
+    def replaced() -> bool:
+        try:
+            new, _ = replica_and_engine(app)
+        except AssertionError:  # no replica with an engine yet
+            return False
+        return bool(new.pid != replica.pid)
 
-    with contextlib.suppress(AssertionError):  # restored_s stays None: not replaced
-        wait_for(replaced, 300, "a new replica's engine", 0.5, retry=AssertionError)
-        fault.restored_s = time.monotonic() - at
+    waited = wait_for(replaced, 300, "a new engine", 0.5, fail=False)
+    fault.restored_s = waited if replaced() else float("nan")  # nan: not replaced, as restored()
     return fault
 
 
