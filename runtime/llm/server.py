@@ -30,7 +30,7 @@ from ray import serve
 from runtime import _sse, names
 from runtime._metrics import serve_metrics
 from runtime.config.llm import LLMAppConfig
-from runtime.errors import LLMError
+from runtime.errors import APIError, LLMError, ModelUnavailableError
 from runtime.llm.engine_args import engine_threads, gpus_per_replica, parse_server_args
 from runtime.llm.stats import EngineStatsRecorder
 from runtime.models.sources import resolve_model
@@ -85,7 +85,10 @@ class LLMServer:
         )
         self._app = await self._build_app()
         await self._warm_up()
-        self._gpu_clock = asyncio.get_running_loop().create_task(self._count_gpu_time())
+        loop = asyncio.get_running_loop()
+        self._gpu_clock = loop.create_task(self._count_gpu_time())
+        self._stopping = False
+        self._engine_watch = loop.create_task(self._end_when_engine_dies())
         logger.info("LLMServer ready: model %s", self._config.served_name)
 
     async def _warm_up(self) -> None:
@@ -125,8 +128,8 @@ class LLMServer:
         supported_tasks = await self._engine.get_supported_tasks()
         await init_app_state(self._engine, app.state, self._args, supported_tasks)
         # vLLM's engine-error handler stops its uvicorn server when the engine dies.
-        # Serve owns the server here: a dead engine fails check_health instead, and
-        # Serve replaces the replica.
+        # Serve owns the server here: the replica ends itself instead
+        # (_end_when_engine_dies), and Serve replaces it.
         app.state.server = types.SimpleNamespace(should_exit=False)
         return app
 
@@ -152,10 +155,34 @@ class LLMServer:
             if price:
                 cost.inc(used * price, tags=tags)
 
+    async def _end_when_engine_dies(self) -> None:
+        """End this replica's process once its engine has died, as vLLM's own server
+        ends itself then.
+
+        A failing health check alone would keep the replica for three check periods
+        (about 30 s), and meanwhile its quick errors drew requests to it (the handle
+        routers prefer the replica with the shortest queue). A dead actor is dropped by
+        every router at its first failed request and replaced by Serve at its next
+        health check; calls in flight fail as the replica dying mid-call does (the
+        gateway answers 503, patient callers try again).
+        """
+        while not self._engine.errored:
+            await asyncio.sleep(_ENGINE_WATCH_S)
+        if self._stopping:
+            return
+        logger.error(
+            "the engine of model %s has died: ending this replica (Serve replaces it)",
+            self._config.served_name,
+        )
+        for handler in logging.getLogger().handlers + logger.handlers:
+            handler.flush()
+        os._exit(1)
+
     async def check_health(self) -> None:
         await self._engine.check_health()
 
     def __del__(self) -> None:
+        self._stopping = True  # a stopped engine is not a dead one
         engine = getattr(self, "_engine", None)
         if engine is not None and not engine.errored:  # a dead engine has nothing to stop
             engine.shutdown()
@@ -230,13 +257,19 @@ class LLMServer:
     async def _complete(
         self, handler: _Handler, request_cls: type[Any], body: dict[str, Any]
     ) -> dict[str, Any]:
-        result = await _call(handler, _parse(request_cls, body, stream=False))
+        try:
+            result = await _call(handler, _parse(request_cls, body, stream=False))
+        except LLMError as err:
+            raise self._dead_engine(err) from None
         return dict(result.model_dump())
 
     async def _stream(
         self, handler: _Handler, request_cls: type[Any], body: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        result = await _call(handler, _parse(request_cls, body, stream=True))
+        try:
+            result = await _call(handler, _parse(request_cls, body, stream=True))
+        except LLMError as err:
+            raise self._dead_engine(err) from None
         try:
             async for event in result:
                 for data in _sse.data(event):
@@ -244,12 +277,21 @@ class LLMServer:
                         return
                     chunk = json.loads(data)
                     if "error" in chunk:
-                        raise LLMError.from_body(chunk)
+                        raise self._dead_engine(LLMError.from_body(chunk))
                     yield chunk
         finally:
             # A caller that stops reading (or is cancelled) closes this generator;
             # closing vLLM's generator aborts the engine request and frees its KV cache.
             await result.aclose()
+
+    def _dead_engine(self, err: APIError) -> APIError:
+        """``err``, or while the engine is dead a 503 (vLLM says 500): the model is
+        unavailable until Serve has replaced this replica, and a retry is safe."""
+        if not self._engine.errored or self._stopping:
+            return err
+        return ModelUnavailableError(
+            f"the model {self._config.served_name!r} is restarting (its engine stopped)"
+        )
 
 
 def _ray_prometheus_logger() -> Any:
@@ -259,6 +301,7 @@ def _ray_prometheus_logger() -> Any:
 
 
 _GPU_CLOCK_S = 5.0
+_ENGINE_WATCH_S = 0.5
 
 
 @functools.cache
