@@ -208,15 +208,25 @@ class Load:
         return {"lost": lost, "run_twice": twice}
 
 
+def running(app: str, deployment: str) -> int:
+    """The deployment's replicas Serve counts as RUNNING (started and ready)."""
+    from ray import serve
+
+    app_status = serve.status().applications.get(app)
+    dep = app_status.deployments.get(deployment) if app_status else None
+    return int(dep.replica_states.get("RUNNING", 0)) if dep else 0
+
+
 def restored(
-    app: str, deployment: str, killed: list[str], want: int, started: float, timeout_s: float = 180
+    app: str, deployment: str, killed: list[str], want: int, started: float, timeout_s: float = 300
 ) -> float:
-    """Seconds from ``started`` until the deployment has ``want`` live replicas again,
-    none of them a killed one (nan: not within ``timeout_s``)."""
+    """Seconds from ``started`` until the deployment has ``want`` replicas again, none of
+    them a killed one, each ready (RUNNING: its constructor, an engine's load included,
+    has finished; nan: not within ``timeout_s``)."""
 
     def back() -> bool:
         names = {r.name for r in replicas(app, deployment)}
-        return len(names) >= want and not names & set(killed)
+        return len(names) >= want and not names & set(killed) and running(app, deployment) >= want
 
     try:
         wait_for(back, timeout_s, "the replicas", interval_s=0.2)
@@ -242,27 +252,23 @@ def outage(name: str, act: Callable[[], None]) -> Fault:
     return Fault(name, at, time.monotonic() - at)
 
 
-def kill_engine(app: str) -> Fault:
-    """Kill the engine process of the app's LLM replica (its health check then fails,
-    and Serve replaces the replica); in-flight streams are cut."""
+def kill_engine(app: str, want: int = 1) -> Fault:
+    """Kill the engine process of one of the app's LLM replicas (the replica then ends
+    itself, and Serve replaces it); in-flight streams are cut. Restored as for a killed
+    replica (:func:`restored`): ``want`` replicas RUNNING, none of them that one."""
+    from ray._private import state
+
     from tests.support.agent_helpers import replica_and_engine
 
     # A replica started just now loads its engine for a while: wait for it.
-    wait_for(lambda: replica_and_engine(app), 300, "an engine", 1, retry=AssertionError)
+    wait_for(lambda: running(app, "LLMServer") >= want, 300, "the replicas", 1)
     replica, process = replica_and_engine(app)
+    actors = state.actors(actor_state_name="ALIVE").values()
+    name = next(a["Name"] for a in actors if a["Pid"] == replica.pid)
     at = time.monotonic()
     process.kill()
     fault = Fault(f"kill {app} engine process", at)
-
-    def replaced() -> bool:
-        try:
-            new, _ = replica_and_engine(app)
-        except AssertionError:  # no replica with an engine yet
-            return False
-        return bool(new.pid != replica.pid)
-
-    waited = wait_for(replaced, 300, "a new engine", 0.5, fail=False)
-    fault.restored_s = waited if replaced() else float("nan")  # nan: not replaced, as restored()
+    fault.restored_s = restored(app, "LLMServer", [name], want, at)
     return fault
 
 
@@ -346,8 +352,11 @@ def report(load: Load, faults: list[Fault], began: float, ended: float) -> dict[
     window (until the next), the whole run, and the sessions' integrity."""
     edges = [f.at for f in faults] + [ended]
     windows = {"baseline": summary(load.calls, began, faults[0].at if faults else ended)}
+    seen: Counter[str] = Counter()
     for fault, until in zip(faults, edges[1:], strict=True):
-        windows[fault.name] = {
+        seen[fault.name] += 1  # a fault injected again gets a window of its own
+        name = fault.name if seen[fault.name] == 1 else f"{fault.name} (again)"
+        windows[name] = {
             "restored_s": None if fault.restored_s is None else round(fault.restored_s, 2),
             **summary(load.calls, fault.at, until),
         }
