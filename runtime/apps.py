@@ -9,7 +9,7 @@ from ray.serve import Application, Deployment
 from runtime.config.agents import AgentAppConfig
 from runtime.config.gateway import GatewayAppConfig
 from runtime.config.llm import LLMAppConfig
-from runtime.config.placement import CPU_WORKER
+from runtime.config.placement import CpuPlacement, selector
 from runtime.config.serve_file import validate_args
 
 
@@ -53,7 +53,7 @@ def build_agent_app(args: dict[str, Any]) -> Application:
     return deployment.options(
         # Sessions wait on LLMs and tools, not on this replica's CPU: many per replica.
         max_ongoing_requests=512,
-        ray_actor_options={"num_cpus": 0.5, "label_selector": dict(CPU_WORKER)},
+        ray_actor_options=_cpu_actor(config.placement),
         # A stopping replica drains: running turns may finish (then end retryable).
         graceful_shutdown_timeout_s=config.sessions.drain_s,
     ).bind(config.model_dump(mode="json"), *companions)
@@ -78,5 +78,11 @@ def build_gateway_app(args: dict[str, Any]) -> Application:
     return deployment.options(
         # Requests wait on LLMs and agents, not on the gateway's CPU.
         max_ongoing_requests=1000,
-        ray_actor_options={"num_cpus": 0.5, "label_selector": dict(CPU_WORKER)},
+        ray_actor_options=_cpu_actor(config.placement),
     ).bind(config.model_dump(mode="json"))
+
+
+def _cpu_actor(placement: CpuPlacement) -> dict[str, Any]:
+    """An agent or gateway replica's actor options: half a CPU, on CPU workers or any node."""
+    label = selector(placement)
+    return {"num_cpus": 0.5, **({"label_selector": label} if label else {})}

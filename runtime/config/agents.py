@@ -9,6 +9,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from runtime import names
 from runtime.config.llm import LLMAppConfig, StrictModel
+from runtime.config.placement import CPU_PLACEMENT_DOC, CpuPlacement
 from runtime.config.router import ModelRoute, RouterConfig
 from runtime.config.telemetry import SCENARIO, TelemetryConfig
 
@@ -245,6 +246,7 @@ class AgentAppConfig(StrictModel):
 
     agents: list[AgentSpec] = Field(min_length=1)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    placement: CpuPlacement = Field(default="cpu-worker", description=CPU_PLACEMENT_DOC)
     llm_server: LLMAppConfig | None = Field(
         default=None,
         description="An LLM deployment (`LLMServer`, the args of build_llm_app) in this "

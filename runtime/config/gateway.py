@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from runtime.config.llm import StrictModel
+from runtime.config.placement import CPU_PLACEMENT_DOC, CpuPlacement
 from runtime.config.router import (  # noqa: F401 (the gateway's config names them)
     ModelRoute,
     RateLimitConfig,
@@ -127,6 +128,7 @@ class GatewayAppConfig(RouterConfig):
         default_factory=list, description="Applications built by build_agent_app."
     )
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    placement: CpuPlacement = Field(default="cpu-worker", description=CPU_PLACEMENT_DOC)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     body_timeout_s: float = Field(
         default=30.0,

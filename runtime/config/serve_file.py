@@ -259,6 +259,29 @@ def _app_policy(i: int, app: dict[str, Any], function: str) -> list[str]:
     return problems
 
 
+def _cpu_label(actor: dict[str, Any], placement: object, where: str) -> list[str]:
+    """An agent or gateway deployment's ``ray_actor_options`` replace the builder's: they
+    must select what the app's ``args.placement`` says (the label, or none)."""
+    label = (actor.get("label_selector") or {}).get(WORKER_KIND)
+    if placement == "any":
+        if label is None:
+            return []
+        return [
+            f"{where}.ray_actor_options.label_selector: `{WORKER_KIND}: {label}` with the "
+            "application's `args.placement: any`; remove the label, or set "
+            "`placement: cpu-worker` (CPU workers only)"
+        ]
+    if label == CPU_WORKER[WORKER_KIND]:
+        return []
+    return [
+        f"{where}.ray_actor_options.label_selector: must hold "
+        f"`{WORKER_KIND}: {CPU_WORKER[WORKER_KIND]}` (the application's `args.placement` "
+        "is cpu-worker, the default: its replicas run on CPU workers only; these options "
+        "replace the builder's, which carry that label). On one plain Ray node, set "
+        "`placement: any` and no label."
+    ]
+
+
 _PLACEMENT_KEYS = (
     "ray_actor_options",
     "placement_group_bundles",
@@ -301,12 +324,7 @@ def _placement(data: dict[str, Any]) -> list[str]:
             actor = deployment.get("ray_actor_options")
             if not isinstance(actor, dict):
                 continue
-            selector = actor.get("label_selector") or {}
-            if selector.get(WORKER_KIND) != CPU_WORKER[WORKER_KIND]:
-                problems.append(
-                    f"{where}.ray_actor_options.label_selector: must hold "
-                    f"`{WORKER_KIND}: {CPU_WORKER[WORKER_KIND]}` (agent and gateway "
-                    "replicas run on CPU workers only; these options replace the "
-                    "builder's, which carry that label)"
-                )
+            args = app.get("args")
+            placement = args.get("placement", "cpu-worker") if isinstance(args, dict) else None
+            problems += _cpu_label(actor, placement, where)
     return problems

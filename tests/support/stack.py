@@ -381,6 +381,10 @@ def stack_config(port: int, tmp: Path, pg_dsn: str, redis_url: str) -> dict[str,
     llm = next(a for a in config["applications"] if a["name"] == "llm")
     llm["route_prefix"] = "/llm"
     llm["args"]["placement"] = "gpu-worker"  # `make run`'s one node runs it anywhere
+    # As in a cluster (gpu.yaml, KubeRay): the gateway and the agents on CPU workers only.
+    for app in config["applications"]:
+        if app["name"] in ("gateway", "agents"):
+            app["args"]["placement"] = "cpu-worker"
     # Cost: SmolLM2 priced by its replicas' (logical) GPU time, the tiny model per token.
     llm["args"]["price"] = SMOL_GPU_PRICE
     gateway = next(a for a in config["applications"] if a["name"] == "gateway")
@@ -407,7 +411,10 @@ def stack_config(port: int, tmp: Path, pg_dsn: str, redis_url: str) -> dict[str,
         "models": copy.deepcopy(gateway["args"]["models"]),
         "rate_limits": limits,
     }
-    for app in (gateway, agents):
-        options = app["deployments"][0].setdefault("ray_actor_options", {})
-        options["runtime_env"] = {"env_vars": {LIMITS_REDIS_ENV: redis_url}}
+    for app in (gateway, agents):  # these options replace the builder's: the label too
+        app["deployments"][0]["ray_actor_options"] = {
+            "num_cpus": 0.5,
+            "label_selector": {"worker-kind": "cpu"},
+            "runtime_env": {"env_vars": {LIMITS_REDIS_ENV: redis_url}},
+        }
     return config

@@ -111,3 +111,18 @@ def test_agent_replicas_drain_for_the_sessions_window() -> None:
     chosen = build_agent_app({"agents": [agent], "sessions": {"drain_s": 45}})
     assert default._bound_deployment._deployment_config.graceful_shutdown_timeout_s == 60
     assert chosen._bound_deployment._deployment_config.graceful_shutdown_timeout_s == 45
+
+
+def test_agent_and_gateway_replicas_select_cpu_workers_unless_placed_anywhere() -> None:
+    """`placement: any` (local.yaml, one plain Ray node as `serve run` starts it) drops
+    the label; the default keeps agents and gateways on CPU workers."""
+    from runtime.apps import build_agent_app, build_gateway_app
+
+    def selector(app: Any) -> object:
+        return app._bound_deployment.ray_actor_options.get("label_selector")
+
+    agents = {"agents": [scripted_agent("a")]}
+    assert selector(build_agent_app(agents)) == {"worker-kind": "cpu"}
+    assert selector(build_agent_app({**agents, "placement": "any"})) is None
+    assert selector(build_gateway_app({})) == {"worker-kind": "cpu"}
+    assert selector(build_gateway_app({"placement": "any"})) is None

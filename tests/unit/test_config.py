@@ -206,18 +206,21 @@ def test_references_between_applications_are_checked(edit: object, expected: str
             "applications[1].deployments[0].placement_group_bundles: an LLM deployment's",
         ),
         (
-            lambda c: _app(c, "agents")["deployments"][0]["ray_actor_options"].pop(
-                "label_selector"
+            lambda c: (
+                _app(c, "agents")["args"].update(placement="cpu-worker"),
+                _app(c, "agents")["deployments"][0].update(ray_actor_options={"num_cpus": 1}),
             ),
             "applications[2].deployments[0].ray_actor_options.label_selector: must hold "
             "`worker-kind: cpu`",
         ),
         (
-            lambda c: _app(c, "gateway")["deployments"][0]["ray_actor_options"].update(
-                label_selector={"worker-kind": "gpu"}
+            lambda c: _app(c, "gateway")["deployments"][0].update(
+                ray_actor_options={"label_selector": {"worker-kind": "gpu"}}
             ),
-            "applications[0].deployments[0]",
+            "applications[0].deployments[0].ray_actor_options.label_selector: "
+            "`worker-kind: gpu` with the application's `args.placement: any`",
         ),
+        (lambda c: _app(c, "gateway")["args"].update(placement="gpu-worker"), "placement"),
         (
             lambda c: _app(c, "llm")["args"].update(accelerator="gpu", placement="cpu-worker"),
             "placement: cpu-worker cannot run accelerator: gpu",
@@ -227,7 +230,7 @@ def test_references_between_applications_are_checked(edit: object, expected: str
 )
 def test_placement_is_kept(edit: object, expected: str) -> None:
     """Serve replaces a builder's actor options with the config's: the check keeps LLMs'
-    placement in their args and the CPU label on agents and gateways."""
+    placement in their args, and agents' and gateways' labels as their args say."""
     config = _local()
     edit(config)  # type: ignore[operator]
     with pytest.raises(ConfigError) as err:
