@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,15 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         print(f"Deploying {ns.config} (the first start converts the model: about a minute)")
-        deploy_config(schema, source=str(ns.config), wait_for_http=not ns.address)
+        began = time.monotonic()
+        deploy_config(
+            schema,
+            source=str(ns.config),
+            wait_for_http=not ns.address,
+            placement_wait_s=ns.placement_wait_s,
+            progress=lambda line: print(line, flush=True),
+        )
+        print(f"Started in {time.monotonic() - began:.0f} s")
         _print_endpoints(schema)
         # Ctrl-C stops a deploy in progress (KeyboardInterrupt); once serving, it
         # sets `stop`, also in a process started with SIGINT ignored (`cmd &`).
@@ -169,7 +178,8 @@ def _connect(ns: argparse.Namespace, schema: Any) -> int | None:
         ns.insecure_no_ray_auth,
         include_dashboard=False,
         log_to_driver=ns.verbose,
-        labels=dict(CPU_WORKER),  # agents select CPU workers; this node is one
+        # It plays a CPU worker too: configs with `placement: cpu-worker` run here.
+        labels=dict(CPU_WORKER),
         # Ray's metrics (the runtime's, Serve's, vLLM's) for Prometheus to scrape:
         # docs/observability.md.
         _metrics_export_port=ns.metrics_port,
@@ -245,6 +255,13 @@ def _run_parser(sub: Any) -> None:
     run = sub.add_parser("run", help="start Ray locally and deploy a serve config; Ctrl-C stops")
     run.add_argument("config", type=Path)
     run.add_argument("--address", default=None, help="an existing Ray cluster (default: new)")
+    run.add_argument(
+        "--placement-wait-s",
+        type=float,
+        default=60.0,
+        help="fail when a replica fits no node for this long (default 60; give an "
+        "autoscaling cluster time to add one)",
+    )
     run.add_argument("--verbose", action="store_true", help="stream replica logs to the terminal")
     run.add_argument(
         "--metrics-port",

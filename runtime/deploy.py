@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from runtime.config.serve_file import check_serve_config
@@ -20,6 +21,8 @@ def deploy_config(
     source: str = "<serve config>",
     timeout_s: float = 600,
     wait_for_http: bool = True,
+    placement_wait_s: float = 60,
+    progress: Callable[[str], None] | None = None,
 ) -> Any:
     """Deploy a serve config (a dict, or a checked ``ServeDeploySchema``) and wait until ready.
 
@@ -48,7 +51,12 @@ def deploy_config(
         global_logging_config=schema.logging_config,
     )
     client.deploy_apps(schema, _blocking=False)
-    wait_until_running([app.name for app in schema.applications], timeout_s=timeout_s)
+    wait_until_running(
+        [app.name for app in schema.applications],
+        timeout_s=timeout_s,
+        placement_wait_s=placement_wait_s,
+        progress=progress,
+    )
     if wait_for_http:
         host = schema.http_options.host
         if host in ("0.0.0.0", "::", ""):
@@ -78,11 +86,24 @@ def wait_for_routes(base_url: str, prefixes: list[str], *, timeout_s: float = 60
     raise DeployError(f"{base_url} does not route {prefixes} after {timeout_s:.0f} s: {routes}")
 
 
-def wait_until_running(app_names: list[str], *, timeout_s: float = 600) -> None:
-    """Block until every named application is RUNNING; raise on failure or time-out."""
+def wait_until_running(
+    app_names: list[str],
+    *,
+    timeout_s: float = 600,
+    placement_wait_s: float = 60,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """Block until every named application is RUNNING; raise on failure or time-out.
+
+    A replica that fits no live node (resources or node labels, :mod:`runtime.unplaced`)
+    fails the deploy after ``placement_wait_s`` (time for an autoscaler to add a node),
+    with what it asked for and what the nodes offer. ``progress``: told each
+    application's state when it changes, and every ``_SLOW_S`` what is still awaited.
+    """
     from ray import serve
 
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    watch = _Watch(app_names, progress)
     while True:
         apps = serve.status().applications
         failed = {
@@ -95,7 +116,82 @@ def wait_until_running(app_names: list[str], *, timeout_s: float = 600) -> None:
             raise DeployError(f"deploy failed: {detail}")
         if all(name in apps and apps[name].status == "RUNNING" for name in app_names):
             return
-        if time.monotonic() > deadline:
+        watch.saw(apps)
+        stuck = watch.unplaceable(placement_wait_s)
+        if stuck:
+            raise DeployError(f"cannot place replicas after {placement_wait_s:.0f} s: {stuck}")
+        if time.monotonic() - started > timeout_s:
             states = {n: apps[n].status if n in apps else "MISSING" for n in app_names}
-            raise DeployError(f"not running after {timeout_s:.0f} s: {states}")
+            raise DeployError(f"not running after {timeout_s:.0f} s: {states}. {watch.pending()}")
         time.sleep(0.5)
+
+
+def _named(state: Any) -> str:
+    """Serve's status enums print as ``ApplicationStatus.RUNNING``: the value."""
+    return str(getattr(state, "value", state))
+
+
+#: How often a slow deploy says what it waits for.
+_SLOW_S = 30.0
+_PLACEMENT_POLL_S = 2.0
+
+
+class _Watch:
+    """What a deploy waits for: applications' states, and replicas no node can host."""
+
+    def __init__(self, app_names: list[str], progress: Callable[[str], None] | None) -> None:
+        self.apps = app_names
+        self.progress = progress
+        self.started = self.said = time.monotonic()
+        self.states: dict[str, str] = {}
+        self.polled = 0.0
+        self.stuck_since: float | None = None
+        self.stuck: list[str] = []
+
+    def saw(self, apps: dict[str, Any]) -> None:
+        now = time.monotonic()
+        for name in self.apps:
+            status = _named(apps[name].status) if name in apps else "MISSING"
+            if self.progress and self.states.get(name) != status:
+                self.progress(f"  {name}: {status} ({now - self.started:.0f} s)")
+            self.states[name] = status
+        if self.progress and now - self.said >= _SLOW_S:
+            self.said = now
+            self.progress(f"  still waiting ({now - self.started:.0f} s): {self.pending(apps)}")
+
+    def pending(self, apps: dict[str, Any] | None = None) -> str:
+        """The deployments not yet running, and their replicas' states."""
+        if apps is None:
+            from ray import serve
+
+            apps = serve.status().applications
+        parts = []
+        for name in self.apps:
+            if name not in apps or apps[name].status == "RUNNING":
+                continue
+            for dep, status in apps[name].deployments.items():
+                if status.status != "HEALTHY":
+                    states = {_named(k): v for k, v in status.replica_states.items()}
+                    parts.append(f"{name}/{dep} {_named(status.status)} replicas {states}")
+        return "; ".join(parts) or "the applications' own start-up"
+
+    def unplaceable(self, wait_s: float) -> str:
+        """Replicas that fit no node for ``wait_s`` (polled every few seconds): their
+        explanation, or ''."""
+        from runtime import unplaced
+
+        now = time.monotonic()
+        if now - self.polled >= _PLACEMENT_POLL_S:
+            self.polled = now
+            offered = unplaced.nodes()
+            stuck = [p.explain(offered) for p in unplaced.unplaceable(self.apps)]
+            self.stuck = list(dict.fromkeys(stuck))  # one line per deployment
+            if not self.stuck:
+                self.stuck_since = None
+            elif self.stuck_since is None:
+                self.stuck_since = now
+                if self.progress:
+                    self.progress(f"  waiting for a node: {'; '.join(self.stuck)}")
+        if self.stuck_since is not None and now - self.stuck_since >= wait_s:
+            return "; ".join(self.stuck)
+        return ""

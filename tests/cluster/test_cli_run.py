@@ -75,6 +75,8 @@ def test_run_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         output = "".join(lines)
         assert f"serving at http://127.0.0.1:{port}/v1" in output
         assert "WARNING: --ingress haproxy" in output  # its replica ports: every interface
+        # Progress while it deploys: each application's state as it changes, the time.
+        assert "  tiny: RUNNING (" in output and "Started in " in output, output
 
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", timeout=60)
         reply = client.chat.completions.create(
