@@ -114,9 +114,9 @@ def wait_until_running(
         if failed:
             detail = "; ".join(f"{name}: {msg}" for name, msg in failed.items())
             raise DeployError(f"deploy failed: {detail}")
+        watch.saw(apps)
         if all(name in apps and apps[name].status == "RUNNING" for name in app_names):
             return
-        watch.saw(apps)
         stuck = watch.unplaceable(placement_wait_s)
         if stuck:
             raise DeployError(f"cannot place replicas after {placement_wait_s:.0f} s: {stuck}")
