@@ -144,8 +144,8 @@ async def _inputs(
     """The graph's input: the user's message after results for tool calls a previous
     turn left unanswered; or, when an earlier run of this same turn (its key) wrote the
     message already, None: the graph continues from its last checkpoint (steps it had
-    not finished run again: at least once), and a run that had finished is not run again
-    (False: do not run the graph; its answer is read from the thread). A turn whose
+    not finished run again: at least once; a run that had finished does nothing more, and
+    its answer is read from the thread). A turn whose
     message is no longer the thread's last is not resumed (RunCancelledError)."""
     message = HumanMessage(text, id=input_id(turn.idem) if turn.idem else None)
     state = await agent.graph.aget_state(config)  # read once: repair uses it too
@@ -156,7 +156,11 @@ async def _inputs(
             raise RunCancelledError(
                 "later turns have run since this turn was cut off; it is not resumed"
             )
-        return None, bool(state.next)  # no next step: it ended, unrecorded
+        # Always continue: a finished run's graph does nothing more, and one killed
+        # between a step's saved writes and its checkpoint (LangGraph saves the writes
+        # first) has a state whose `next` is empty mid-turn: continuing applies those
+        # writes, checkpoints them and runs the steps left.
+        return None, True
     return {"messages": [*repair(state), message]}, True
 
 

@@ -556,3 +556,38 @@ def test_a_key_is_bound_to_its_message_and_a_cancel_is_final(tmp_path: Path) -> 
             await two.invoke("t", "s", sid, "slow", idempotency_key="k2")
 
     _run(tmp_path, body)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3])
+def test_a_run_killed_between_a_steps_writes_and_its_checkpoint_resumes(
+    tmp_path: Path, step: int
+) -> None:
+    """LangGraph saves a step's writes, then its checkpoint: a replica killed between
+    the two left a state whose `next` was empty mid-turn, and the retry answered ''
+    (seen once in the chaos run, at a node kill). It resumes and answers."""
+
+    async def body(one: AgentService, two: AgentService) -> tuple[str, list[str]]:
+        checkpointer = one._agents["s"].graph.checkpointer
+        put = checkpointer.aput
+        hit = asyncio.Event()
+
+        async def aput(config: Any, checkpoint: Any, metadata: Any, versions: Any) -> Any:
+            if metadata.get("step") == step:
+                hit.set()
+                await asyncio.Event().wait()  # the replica dies before this checkpoint
+            return await put(config, checkpoint, metadata, versions)
+
+        checkpointer.aput = aput  # type: ignore[method-assign]
+        sid = (await one.create_session("t", "s")).id
+        turn = await one.start("t", "s", sid, "add", stream_tokens=False, idempotency_key="k1")
+        await asyncio.wait_for(hit.wait(), 10)
+        await asyncio.sleep(0.3)
+        turn.cancel("cut")
+        _ = [e async for e in one.events(turn)]
+        again = await two.invoke("t", "s", sid, "add", idempotency_key="k1")
+        await two.invoke("t", "s", sid, "add", idempotency_key="k2")
+        return again.answer, [m.content for m in await two.history("t", "s", sid)]
+
+    answer, history = _run(tmp_path, body)
+    assert answer == "2+3=5"
+    assert history == ["add", "", "5", "2+3=5"] * 2
