@@ -107,14 +107,13 @@ async def execute(
     }
     try:
         async with asyncio.timeout(budgets.max_seconds):
-            inputs, run = await _inputs(agent, turn, text, config)
+            inputs = await _inputs(agent, turn, text, config)
             modes = ["updates", "messages"] if stream_tokens else ["updates"]
             # Durability "sync": each step is in the store before the next starts, so a
             # replica that dies loses at most the step it was running.
-            if run:
-                stream = agent.graph.astream(inputs, config, stream_mode=modes, durability="sync")
-                async for mode, chunk in stream:
-                    transcript.add(mode, chunk)
+            stream = agent.graph.astream(inputs, config, stream_mode=modes, durability="sync")
+            async for mode, chunk in stream:
+                transcript.add(mode, chunk)
             if inputs is None and not transcript.answer:  # resumed: steps replayed from
                 transcript.answer = await _answer(agent, turn, config)  # writes not streamed
         elapsed = time.monotonic() - started
@@ -140,7 +139,7 @@ def _after_input(state: Any, idem: str) -> list[Any] | None:
 
 async def _inputs(
     agent: Agent, turn: Turn, text: str, config: dict[str, Any]
-) -> tuple[dict[str, Any] | None, bool]:
+) -> dict[str, Any] | None:
     """The graph's input: the user's message after results for tool calls a previous
     turn left unanswered; or, when an earlier run of this same turn (its key) wrote the
     message already, None: the graph continues from its last checkpoint (steps it had
@@ -156,12 +155,12 @@ async def _inputs(
             raise RunCancelledError(
                 "later turns have run since this turn was cut off; it is not resumed"
             )
-        # Always continue: a finished run's graph does nothing more, and one killed
-        # between a step's saved writes and its checkpoint (LangGraph saves the writes
-        # first) has a state whose `next` is empty mid-turn: continuing applies those
-        # writes, checkpoints them and runs the steps left.
-        return None, True
-    return {"messages": [*repair(state), message]}, True
+        # Always continue, whatever `state.next` says: a finished run's graph does
+        # nothing more, and one killed between a step's saved writes and its checkpoint
+        # (LangGraph saves the writes first) has an empty `next` mid-turn: continuing
+        # applies those writes, checkpoints them and runs the steps left.
+        return None
+    return {"messages": [*repair(state), message]}
 
 
 async def _answer(agent: Agent, turn: Turn, config: dict[str, Any]) -> str:
