@@ -62,6 +62,7 @@ class LLMServer:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self._config = LLMAppConfig.model_validate(config)
+        self._stopping = False  # set by __del__: the engine then stops on purpose
         logs.install(self._config.telemetry.redact_patterns)
         if self._config.accelerator == "cpu":
             # Ray sets OMP_NUM_THREADS to the replica's num_cpus (1 by default); the
@@ -87,7 +88,6 @@ class LLMServer:
         await self._warm_up()
         loop = asyncio.get_running_loop()
         self._gpu_clock = loop.create_task(self._count_gpu_time())
-        self._stopping = False
         self._engine_watch = loop.create_task(self._end_when_engine_dies())
         logger.info("LLMServer ready: model %s", self._config.served_name)
 
