@@ -102,7 +102,6 @@ def wait_until_running(
     """
     from ray import serve
 
-    started = time.monotonic()
     watch = _Watch(app_names, progress)
     while True:
         apps = serve.status().applications
@@ -120,9 +119,11 @@ def wait_until_running(
         stuck = watch.unplaceable(placement_wait_s)
         if stuck:
             raise DeployError(f"cannot place replicas after {placement_wait_s:.0f} s: {stuck}")
-        if time.monotonic() - started > timeout_s:
+        if time.monotonic() - watch.started > timeout_s:
             states = {n: apps[n].status if n in apps else "MISSING" for n in app_names}
-            raise DeployError(f"not running after {timeout_s:.0f} s: {states}. {watch.pending()}")
+            raise DeployError(
+                f"not running after {timeout_s:.0f} s: {states}. {watch.pending(apps)}"
+            )
         time.sleep(0.5)
 
 
@@ -159,12 +160,8 @@ class _Watch:
             self.said = now
             self.progress(f"  still waiting ({now - self.started:.0f} s): {self.pending(apps)}")
 
-    def pending(self, apps: dict[str, Any] | None = None) -> str:
+    def pending(self, apps: dict[str, Any]) -> str:
         """The deployments not yet running, and their replicas' states."""
-        if apps is None:
-            from ray import serve
-
-            apps = serve.status().applications
         parts = []
         for name in self.apps:
             if name not in apps or apps[name].status == "RUNNING":
@@ -184,7 +181,7 @@ class _Watch:
         if now - self.polled >= _PLACEMENT_POLL_S:
             self.polled = now
             offered = unplaced.nodes()
-            stuck = [p.explain(offered) for p in unplaced.unplaceable(self.apps)]
+            stuck = [p.explain(offered) for p in unplaced.unplaceable(offered, self.apps)]
             self.stuck = list(dict.fromkeys(stuck))  # one line per deployment
             if not self.stuck:
                 self.stuck_since = None

@@ -6,8 +6,9 @@ infeasible demand) and Serve's status says only DEPLOYING. The deploy
 waiting to be created, what it asks for (resources, node labels), and whether any
 live node could ever host it.
 
-    >>> for replica in unplaceable():  # doctest: +SKIP
-    ...     print(replica.explain(nodes()))
+    >>> offered = nodes()  # doctest: +SKIP
+    >>> for replica in unplaceable(offered):  # doctest: +SKIP
+    ...     print(replica.explain(offered))
 """
 
 from __future__ import annotations
@@ -102,9 +103,8 @@ def pending() -> list[Pending]:
     return waiting
 
 
-def unplaceable(apps: list[str] | None = None) -> list[Pending]:
-    """Pending replicas (of ``apps``, default all) that fit no live node."""
-    offered = nodes()
+def unplaceable(offered: list[Node], apps: list[str] | None = None) -> list[Pending]:
+    """Pending replicas (of ``apps``, default all) that fit none of the ``offered`` nodes."""
     return [
         p
         for p in pending()
