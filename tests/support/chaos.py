@@ -328,13 +328,20 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def summary(calls: list[Call], start: float, end: float) -> dict[str, Any]:
-    """Per kind: count, share ok, p50/p99 ms, longest gap without a success (s)."""
+    """Per kind: count, share ok and p50/p99 ms of the calls started in the window, and
+    the longest stretch of the window in which no call of the kind succeeded (s).
+
+    The gap counts every success that ended inside the window, whenever its call
+    started, and none that ended after it: a call started here but held up by the next
+    fault belongs to that fault's gap, not to this one's.
+    """
     out: dict[str, Any] = {}
     window = [c for c in calls if start <= c.started < end]
     for kind in sorted({c.kind for c in window}):
         mine = [c for c in window if c.kind == kind]
         ok = [c for c in mine if c.ok]
-        ends = [start, *sorted(c.ended for c in ok), end]
+        done = (c.ended for c in calls if c.kind == kind and c.ok and start <= c.ended <= end)
+        ends = [start, *sorted(done), end]
         out[kind] = {
             "requests": len(mine),
             "succeeded": len(ok),
