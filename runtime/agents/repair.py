@@ -16,12 +16,16 @@ from runtime.agents.protocol import Message, ToolCall
 INTERRUPTED_TOOL = "Error: the turn ended before this tool call finished."
 
 
-def repair(state: Any) -> list[ToolMessage]:
-    """Results for the tool calls a previous turn left unanswered (``state``: the
-    thread's, from the graph's ``aget_state``)."""
-    if not state.next:
-        return []
-    messages = (state.values or {}).get("messages", [])
+def repair(saved: Any) -> list[ToolMessage]:
+    """Results for the tool calls a previous turn left unanswered in the thread as its
+    last checkpoint saved it (``saved``: the checkpointer's ``aget_tuple``, or None).
+
+    The saved checkpoint decides, not the graph's state: a replica killed between a
+    step's saved writes and its checkpoint leaves writes that ``aget_state`` shows (and
+    an empty ``next``) but that a new run's input discards, so a call answered only
+    there is unanswered in the thread the model will see."""
+    values = saved.checkpoint.get("channel_values", {}) if saved else {}
+    messages = values.get("messages", [])
     answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
     return [
         ToolMessage(INTERRUPTED_TOOL, tool_call_id=c["id"], name=c["name"], status="error")

@@ -147,7 +147,7 @@ async def _inputs(
     its answer is read from the thread). A turn whose
     message is no longer the thread's last is not resumed (RunCancelledError)."""
     message = HumanMessage(text, id=input_id(turn.idem) if turn.idem else None)
-    state = await agent.graph.aget_state(config)  # read once: repair uses it too
+    state = await agent.graph.aget_state(config)
     after = _after_input(state, turn.idem) if turn.idem else None
     if after is not None:
         if any(isinstance(m, HumanMessage) for m in after):
@@ -160,7 +160,8 @@ async def _inputs(
         # (LangGraph saves the writes first) has an empty `next` mid-turn: continuing
         # applies those writes, checkpoints them and runs the steps left.
         return None
-    return {"messages": [*repair(state), message]}
+    saved = await agent.graph.checkpointer.aget_tuple(config)
+    return {"messages": [*repair(saved), message]}
 
 
 async def _answer(agent: Agent, turn: Turn, config: dict[str, Any]) -> str:

@@ -591,3 +591,41 @@ def test_a_run_killed_between_a_steps_writes_and_its_checkpoint_resumes(
     answer, history = _run(tmp_path, body)
     assert answer == "2+3=5"
     assert history == ["add", "", "5", "2+3=5"] * 2
+
+
+@pytest.mark.parametrize("step", [1, 2, 3])
+def test_a_new_turn_after_a_run_killed_before_its_checkpoint_sees_a_valid_thread(
+    tmp_path: Path, step: int
+) -> None:
+    """The same cut, but the client gives up and sends a new message (a new key): the
+    tool call the cut run left unanswered is answered as interrupted, and the new turn
+    runs on a well-formed thread (it used to go after the unanswered call)."""
+
+    async def body(one: AgentService, two: AgentService) -> tuple[str, list[str]]:
+        checkpointer = one._agents["s"].graph.checkpointer
+        put = checkpointer.aput
+        hit = asyncio.Event()
+
+        async def aput(config: Any, checkpoint: Any, metadata: Any, versions: Any) -> Any:
+            if metadata.get("step") == step:
+                hit.set()
+                await asyncio.Event().wait()  # the replica dies before this checkpoint
+            return await put(config, checkpoint, metadata, versions)
+
+        checkpointer.aput = aput  # type: ignore[method-assign]
+        sid = (await one.create_session("t", "s")).id
+        turn = await one.start("t", "s", sid, "add", stream_tokens=False, idempotency_key="k1")
+        await asyncio.wait_for(hit.wait(), 10)
+        await asyncio.sleep(0.3)
+        turn.cancel("cut")
+        _ = [e async for e in one.events(turn)]
+        again = await two.invoke("t", "s", sid, "add", idempotency_key="k2")
+        msgs = await two.history("t", "s", sid)
+        return again.answer, [m.role + ("+call" if m.tool_calls else "") for m in msgs]
+
+    answer, roles = _run(tmp_path, body)
+    assert answer == "2+3=5"
+    assert roles[-4:] == ["user", "assistant+call", "tool", "assistant"], roles
+    # every call is followed by its result: the model never sees a call left unanswered
+    follows = [roles[i + 1] for i, role in enumerate(roles) if role == "assistant+call"]
+    assert follows and set(follows) == {"tool"}, roles
