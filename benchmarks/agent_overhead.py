@@ -39,7 +39,6 @@ import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 
 from common import free_port, nearest_rank  # noqa: E402 (benchmarks/common.py)

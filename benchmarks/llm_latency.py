@@ -25,7 +25,6 @@ from typing import Any
 import openai
 
 REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 
 from common import free_port  # noqa: E402 (benchmarks/common.py)
