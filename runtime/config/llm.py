@@ -118,6 +118,25 @@ class EngineConfig(StrictModel):
     )
 
 
+class ToolChoiceConfig(StrictModel):
+    """How the replica treats ``tool_choice: auto`` (runtime/llm/tool_choice.py)."""
+
+    auto: Literal["model", "decide"] = Field(
+        default="model",
+        description="model: the model's own output decides (vLLM's behaviour); decide: a "
+        "one-token probe of the prompt first, and `required` when the model's probability "
+        "of starting a call is at least `call_threshold` (for small models, which seldom "
+        "start one on their own).",
+    )
+    call_threshold: float = Field(
+        default=0.01,
+        gt=0.0,
+        le=1.0,
+        description="The probability of the call marker as the first token at which "
+        "`decide` makes a call.",
+    )
+
+
 class LLMAppConfig(StrictModel):
     """The ``args`` of ``runtime.apps:build_llm_app``.
 
@@ -149,6 +168,7 @@ class LLMAppConfig(StrictModel):
         "by their tokens (the `runtime:cost_usd:rate5m` recording rule).",
     )
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    tool_choice: ToolChoiceConfig = Field(default_factory=ToolChoiceConfig)
 
     @model_validator(mode="after")
     def _check_accelerator(self) -> LLMAppConfig:

@@ -31,6 +31,7 @@ from runtime import _sse, names
 from runtime._metrics import serve_metrics
 from runtime.config.llm import LLMAppConfig
 from runtime.errors import APIError, LLMError, ModelUnavailableError
+from runtime.llm import tool_choice
 from runtime.llm.engine_args import engine_threads, gpus_per_replica, parse_server_args
 from runtime.llm.stats import EngineStatsRecorder
 from runtime.models.sources import resolve_model
@@ -199,6 +200,7 @@ class LLMServer:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
         handler = self._app.state.openai_serving_chat.create_chat_completion
+        body = await self._choose_tools(body)
         return await self._complete(handler, ChatCompletionRequest, body)
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -206,6 +208,7 @@ class LLMServer:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
         handler = self._app.state.openai_serving_chat.create_chat_completion
+        body = await self._choose_tools(body)
         async for chunk in self._stream(handler, ChatCompletionRequest, body):
             yield chunk
 
@@ -223,6 +226,24 @@ class LLMServer:
         handler = self._app.state.openai_serving_completion.create_completion
         async for chunk in self._stream(handler, CompletionRequest, body):
             yield chunk
+
+    async def _choose_tools(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body``, with ``tool_choice: auto`` decided first where the config says so."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        config = self._config.tool_choice
+        if config.auto != "decide" or not isinstance(body, dict) or not tool_choice.applies(body):
+            return body
+        handler = self._app.state.openai_serving_chat.create_chat_completion
+        reply = await self._complete(handler, ChatCompletionRequest, tool_choice.probe(body))
+        decided = tool_choice.decided(
+            body, tool_choice.call_probability(reply), config.call_threshold
+        )
+        if serve_metrics() is not None:
+            call = decided is not body
+            tags = {"model": self._config.served_name, "decision": "call" if call else "model"}
+            _tool_choice_decisions().inc(1, tags=tags)
+        return decided
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """For ``runtime.autoscaling:LLMPolicy``: the engine's queue and KV-cache use, and
@@ -319,6 +340,19 @@ def _gpu_time_counters() -> tuple[Any, Any]:
             "Cost of those GPU-seconds at the app's `price`, in USD.",
             tag_keys=("model",),
         ),
+    )
+
+
+@functools.cache
+def _tool_choice_decisions() -> Any:
+    """``runtime_llm_tool_choice_decisions_total``: ``tool_choice.auto: decide``'s
+    outcomes (call: sent on as `required`; model: left to the model)."""
+    from ray.serve import metrics
+
+    return metrics.Counter(
+        "runtime_llm_tool_choice_decisions_total",
+        "Requests with tool_choice auto decided by the probe, by decision.",
+        tag_keys=("model", "decision"),
     )
 
 
