@@ -2,7 +2,7 @@
 export RUNTIME_CACHE_DIR ?= $(CURDIR)/.cache
 PY := .venv/bin/python
 
-.PHONY: setup run test lint unit offline chaos bench bench-agents bench-gateway bench-autoscaling system-packages format clean
+.PHONY: setup run test lint unit offline chaos bench bench-agents bench-gateway bench-autoscaling bench-tools system-packages format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -49,6 +49,14 @@ bench-gateway: setup system-packages
 bench-autoscaling: setup
 	$(PY) benchmarks/autoscaling_reaction.py
 	$(PY) benchmarks/autoscaling_reaction.py --deployment llm --step-s 150
+
+## Tool-calling accuracy on BFCL (benchmarks/tool_calling.py), SmolLM2 and the tiny
+## model. bfcl-eval ships the data; its dependencies (numpy 1.26, provider SDKs) would
+## break vLLM's, and only the data are read: installed without them.
+bench-tools: setup
+	$(PY) -m pip install -q --no-deps bfcl-eval==2026.3.23
+	$(PY) benchmarks/tool_calling.py --model smollm2
+	$(PY) benchmarks/tool_calling.py --model tiny-random
 
 format: setup
 	$(PY) -m ruff format runtime tests benchmarks
