@@ -185,6 +185,16 @@ class LLMAppConfig(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_tool_choice(self) -> LLMAppConfig:
+        if self.tool_choice.auto == "decide" and self.engine.tool_call_parser != "hermes":
+            raise ValueError(
+                "tool_choice.auto: decide reads the hermes call marker (<tool_call>); set "
+                "engine.tool_call_parser: hermes (and a template that writes it), or use "
+                "auto: model"
+            )
+        return self
+
     @property
     def worker_kind(self) -> str | None:
         """The ``worker-kind`` label the replicas select, or None for any node."""

@@ -235,13 +235,21 @@ class LLMServer:
         if config.auto != "decide" or not isinstance(body, dict) or not tool_choice.applies(body):
             return body
         handler = self._app.state.openai_serving_chat.create_chat_completion
-        reply = await self._complete(handler, ChatCompletionRequest, tool_choice.probe(body))
-        decided = tool_choice.decided(
-            body, tool_choice.call_probability(reply), config.call_threshold
-        )
+        top = min(20, int(getattr(self._args, "max_logprobs", 20) or 20))
+        try:
+            reply = await self._complete(
+                handler, ChatCompletionRequest, tool_choice.probe(body, top)
+            )
+        except ModelUnavailableError:
+            raise
+        except LLMError:  # the request itself will say what is wrong with it
+            decided, outcome = body, "error"
+        else:
+            p = tool_choice.call_probability(reply)
+            decided = tool_choice.decided(body, p, config.call_threshold)
+            outcome = "call" if decided is not body else "model"
         if serve_metrics() is not None:
-            call = decided is not body
-            tags = {"model": self._config.served_name, "decision": "call" if call else "model"}
+            tags = {"model": self._config.served_name, "decision": outcome}
             _tool_choice_decisions().inc(1, tags=tags)
         return decided
 
@@ -346,7 +354,8 @@ def _gpu_time_counters() -> tuple[Any, Any]:
 @functools.cache
 def _tool_choice_decisions() -> Any:
     """``runtime_llm_tool_choice_decisions_total``: ``tool_choice.auto: decide``'s
-    outcomes (call: sent on as `required`; model: left to the model)."""
+    outcomes (call: sent on as `required`; model: left to the model; error: the probe
+    failed, the request went on unchanged)."""
     from ray.serve import metrics
 
     return metrics.Counter(

@@ -26,8 +26,14 @@ _TOP = 20  # vLLM's default --max-logprobs
 
 def applies(body: dict[str, Any]) -> bool:
     """Whether the request leaves the choice to the model (tools, ``auto``) right after
-    a user's message."""
+    a user's message, with nothing else constraining or continuing the answer (a
+    ``response_format`` or ``structured_outputs`` would be dropped under ``required``;
+    a continued message's first token says nothing about a call)."""
     if not body.get("tools") or body.get("tool_choice", "auto") != "auto":
+        return False
+    if body.get("response_format") or body.get("structured_outputs"):
+        return False
+    if body.get("continue_final_message") or body.get("add_generation_prompt") is False:
         return False
     history = body.get("messages")
     if not isinstance(history, list) or not history or not isinstance(history[-1], dict):
@@ -35,10 +41,11 @@ def applies(body: dict[str, Any]) -> bool:
     return bool(history[-1].get("role") == "user")
 
 
-def probe(body: dict[str, Any]) -> dict[str, Any]:
-    """The one-token request whose log-probabilities say how likely a call is."""
+def probe(body: dict[str, Any], top: int = _TOP) -> dict[str, Any]:
+    """The one-token request whose log-probabilities (the ``top`` most likely tokens,
+    at most the engine's ``--max-logprobs``) say how likely a call is."""
     keep = {k: v for k, v in body.items() if k not in _NOT_IN_PROBE}
-    return {**keep, "max_tokens": 1, "logprobs": True, "top_logprobs": _TOP, "n": 1}
+    return {**keep, "max_tokens": 1, "logprobs": True, "top_logprobs": top, "n": 1}
 
 
 _NOT_IN_PROBE = {
@@ -49,6 +56,8 @@ _NOT_IN_PROBE = {
     "n",
     "logprobs",
     "top_logprobs",
+    "prompt_logprobs",
+    "min_tokens",
 }
 
 
