@@ -8,8 +8,10 @@ registry). The checker here follows the rules of BFCL's AST checker, re-implemen
 - ``simple`` and ``multiple``: exactly one call; its name the expected one; every
   required parameter given; no parameter the function does not declare or the answer
   does not list; each value among the listed answers (an integer where an integer is
-  declared, a number where a float is, strings compared without case, spaces and
-  ``,./-_*^``, lists and dicts element by element); a listed parameter left out only
+  declared, a number where a float is, also for an array's items; strings compared
+  without case, spaces and ``,./-_*^``; lists and dicts element by element, a dict's
+  strings normalised at every depth, slightly more lenient than BFCL, which does so at
+  the top level only); a listed parameter left out only
   where ``""`` is among its answers (optional).
 - ``irrelevance``: correct when no call is made.
 """
@@ -96,8 +98,9 @@ def _norm(text: str) -> str:
     return re.sub(r"[ ,./\-_*^]", "", text).lower().replace("'", '"')
 
 
-def _same(value: Any, allowed: Any, kind: str | None) -> bool:
-    """``value`` matches one allowed answer, by BFCL's rules for the declared ``kind``."""
+def _same(value: Any, allowed: Any, kind: str | None, items: str | None = None) -> bool:
+    """``value`` matches one allowed answer, by BFCL's rules for the declared ``kind``
+    (``items``: an array's declared item type)."""
     if kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
         return False
     if kind == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
@@ -110,7 +113,7 @@ def _same(value: Any, allowed: Any, kind: str | None) -> bool:
         return (
             isinstance(value, list)
             and len(value) == len(allowed)
-            and all(_same(v, a, None) for v, a in zip(value, allowed, strict=True))
+            and all(_same(v, a, items) for v, a in zip(value, allowed, strict=True))
         )
     if isinstance(allowed, dict):
         return isinstance(value, dict) and _dict_ok(value, allowed)
@@ -154,7 +157,8 @@ def check(case: dict[str, Any], calls: list[tuple[str, Any]], category: str) -> 
         if param not in props or param not in answers:
             return f"unexpected parameter {param}"
         kind = props[param].get("type")
-        if not any(_same(value, a, kind) for a in answers[param] if a != ""):
+        items = (props[param].get("items") or {}).get("type")
+        if not any(_same(value, a, kind, items) for a in answers[param] if a != ""):
             return f"wrong value for {param}"
     for param, options in answers.items():
         if param not in args and "" not in options:

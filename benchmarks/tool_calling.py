@@ -14,7 +14,9 @@ temperature 0:
 The runtime's targets are called through the deployment's handle, as the gateway and
 the agents call it. The ``vllm`` target also records each case's call probability
 (the probe's figure), so a threshold can be chosen on categories the accuracy is not
-measured on (``--calibrate``: BFCL's live_simple and live_irrelevance).
+measured on (``--categories live_simple,live_irrelevance --targets vllm``). The
+sweep's "decisions right" is to be read against always calling: the share of cases
+that need a call (2/3 with the default categories, 1/2 for the calibration pair).
 
     make bench-tools   # installs bfcl-eval's data (no dependencies)
     .venv/bin/python benchmarks/tool_calling.py --model smollm2 --limit 100
@@ -98,10 +100,13 @@ async def run_case(
         reply = await chat(body)
         row["calls"] = calls_of(reply)
         row["why"] = bfcl.check(case, row["calls"], category)
-        if ns.probe:
-            row["p_call"] = tool_choice.call_probability(await chat(tool_choice.probe(body)))
     except Exception as exc:  # a request the target refused: counted as wrong
         row["calls"], row["why"] = [], f"error: {type(exc).__name__}: {str(exc)[:200]}"
+    if ns.probe:
+        try:
+            row["p_call"] = tool_choice.call_probability(await chat(tool_choice.probe(body)))
+        except Exception as exc:  # recorded; the answer's own check stands
+            row["probe_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     row["ok"] = row["why"] is None
     row["ms"] = round(1000 * (time.perf_counter() - t0), 1)
     return row
