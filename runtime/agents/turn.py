@@ -160,7 +160,8 @@ async def _inputs(
         # (LangGraph saves the writes first) has an empty `next` mid-turn: continuing
         # applies those writes, checkpoints them and runs the steps left.
         return None
-    saved = await agent.graph.checkpointer.aget_tuple(config)
+    checkpointer = agent.graph.checkpointer  # None: a graph compiled without one
+    saved = await checkpointer.aget_tuple(config) if checkpointer else None
     return {"messages": [*repair(saved), message]}
 
 
