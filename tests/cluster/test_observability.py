@@ -99,6 +99,7 @@ def test_labels_are_bounded(stack: Stack, prom: str) -> None:
         "answered",
         "le",
         "scenario",
+        "decision",  # tool_choice.auto: decide's call | model | error
         # Ray's and Serve's own.
         "Component",
         "NodeAddress",
