@@ -39,7 +39,7 @@ from runtime.agents.protocol import (
     SessionInfo,
 )
 from runtime.context import DEFAULT_TENANT
-from runtime.errors import AgentError, AgentUnavailableError
+from runtime.errors import AgentError, AgentUnavailableError, SessionExistsError
 
 T = TypeVar("T")
 
@@ -383,11 +383,34 @@ class Agent:
     async def asession(self, id: str | None = None, *, create: bool = False) -> Session:
         """A new session (``id=None``, or ``create=True`` with your own id), or an existing
         one by id (``SessionNotFoundError`` if it is not this tenant's)."""
-        if id is None or create:
+        if id is None:
+            info = await self._create_retried(uuid.uuid4().hex)
+        elif create:
             info = await self._t.create_session(self.name, id)
         else:
             info = await self._t.get_session(self.name, id)
         return Session(self._t, self.name, info, self._retry_s)
+
+    async def _create_retried(self, sid: str) -> SessionInfo:
+        """A new session under an id chosen here, created again while the service is
+        unavailable (for ``retry_s``, as turns are): a retry after a try whose answer
+        was lost finds the session that try made (409) and takes it, so a retried
+        creation makes one session, never two."""
+        tried = False
+
+        async def create() -> SessionInfo:
+            nonlocal tried
+            try:
+                return await self._t.create_session(self.name, sid)
+            except SessionExistsError:
+                if not tried:  # a random id taken before any try of ours: not ours
+                    raise
+                return await self._t.get_session(self.name, sid)
+            except AgentUnavailableError:
+                tried = True
+                raise
+
+        return await _retried(self._retry_s, create)
 
     def session(self, id: str | None = None, *, create: bool = False) -> Session:
         return _Bridge.run(self.asession(id, create=create))
