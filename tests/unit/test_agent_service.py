@@ -558,6 +558,29 @@ def test_a_key_is_bound_to_its_message_and_a_cancel_is_final(tmp_path: Path) -> 
     _run(tmp_path, body)
 
 
+async def _cut_before_checkpoint(one: AgentService, step: int) -> str:
+    """A new session whose "add" turn (key k1) on ``one`` is cut after step ``step``'s
+    writes were saved and before its checkpoint (the replica dies in between)."""
+    checkpointer = one._agents["s"].graph.checkpointer
+    put = checkpointer.aput
+    hit = asyncio.Event()
+
+    async def aput(config: Any, checkpoint: Any, metadata: Any, versions: Any) -> Any:
+        if metadata.get("step") == step:
+            hit.set()
+            await asyncio.Event().wait()  # the replica dies before this checkpoint
+        return await put(config, checkpoint, metadata, versions)
+
+    checkpointer.aput = aput  # type: ignore[method-assign]
+    sid = (await one.create_session("t", "s")).id
+    turn = await one.start("t", "s", sid, "add", stream_tokens=False, idempotency_key="k1")
+    await asyncio.wait_for(hit.wait(), 10)
+    await asyncio.sleep(0.3)
+    turn.cancel("cut")
+    _ = [e async for e in one.events(turn)]
+    return sid
+
+
 @pytest.mark.parametrize("step", [1, 2, 3])
 def test_a_run_killed_between_a_steps_writes_and_its_checkpoint_resumes(
     tmp_path: Path, step: int
@@ -567,23 +590,7 @@ def test_a_run_killed_between_a_steps_writes_and_its_checkpoint_resumes(
     (seen once in the chaos run, at a node kill). It resumes and answers."""
 
     async def body(one: AgentService, two: AgentService) -> tuple[str, list[str]]:
-        checkpointer = one._agents["s"].graph.checkpointer
-        put = checkpointer.aput
-        hit = asyncio.Event()
-
-        async def aput(config: Any, checkpoint: Any, metadata: Any, versions: Any) -> Any:
-            if metadata.get("step") == step:
-                hit.set()
-                await asyncio.Event().wait()  # the replica dies before this checkpoint
-            return await put(config, checkpoint, metadata, versions)
-
-        checkpointer.aput = aput  # type: ignore[method-assign]
-        sid = (await one.create_session("t", "s")).id
-        turn = await one.start("t", "s", sid, "add", stream_tokens=False, idempotency_key="k1")
-        await asyncio.wait_for(hit.wait(), 10)
-        await asyncio.sleep(0.3)
-        turn.cancel("cut")
-        _ = [e async for e in one.events(turn)]
+        sid = await _cut_before_checkpoint(one, step)
         again = await two.invoke("t", "s", sid, "add", idempotency_key="k1")
         await two.invoke("t", "s", sid, "add", idempotency_key="k2")
         return again.answer, [m.content for m in await two.history("t", "s", sid)]
@@ -602,23 +609,7 @@ def test_a_new_turn_after_a_run_killed_before_its_checkpoint_sees_a_valid_thread
     runs on a well-formed thread (it used to go after the unanswered call)."""
 
     async def body(one: AgentService, two: AgentService) -> tuple[str, list[str]]:
-        checkpointer = one._agents["s"].graph.checkpointer
-        put = checkpointer.aput
-        hit = asyncio.Event()
-
-        async def aput(config: Any, checkpoint: Any, metadata: Any, versions: Any) -> Any:
-            if metadata.get("step") == step:
-                hit.set()
-                await asyncio.Event().wait()  # the replica dies before this checkpoint
-            return await put(config, checkpoint, metadata, versions)
-
-        checkpointer.aput = aput  # type: ignore[method-assign]
-        sid = (await one.create_session("t", "s")).id
-        turn = await one.start("t", "s", sid, "add", stream_tokens=False, idempotency_key="k1")
-        await asyncio.wait_for(hit.wait(), 10)
-        await asyncio.sleep(0.3)
-        turn.cancel("cut")
-        _ = [e async for e in one.events(turn)]
+        sid = await _cut_before_checkpoint(one, step)
         again = await two.invoke("t", "s", sid, "add", idempotency_key="k2")
         msgs = await two.history("t", "s", sid)
         return again.answer, [m.role + ("+call" if m.tool_calls else "") for m in msgs]
