@@ -16,3 +16,17 @@ processes inherit it.
 """
 
 from tests.support import environment  # noqa: F401
+
+
+def pytest_collection_modifyitems(items: list[object]) -> None:
+    """Run order: the tests that need no shared Ray cluster first (unit, offline, and the
+    cluster tier's tests that start Ray themselves or need only PostgreSQL or Redis),
+    then those on the session's stack. Its dozen replicas and four engines, idle, still
+    load a two-core machine: a CLI test that boots its own cluster beside them took
+    twice as long. Order within each group is as collected (module fixtures intact)."""
+    import pytest
+
+    def on_stack(item: object) -> bool:
+        return isinstance(item, pytest.Item) and "ray_cluster" in getattr(item, "fixturenames", ())
+
+    items.sort(key=on_stack)  # stable: False (no shared cluster) first
