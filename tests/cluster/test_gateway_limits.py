@@ -22,7 +22,11 @@ def _limits(**data: Any) -> RateLimitConfig:
 def test_redis_shares_the_limits(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNTIME_TEST_REDIS", redis_url)
     shared = {"requests_per_minute": 5, "tokens_per_minute": 50}
-    limits = _limits(storage_url_env="RUNTIME_TEST_REDIS", tenants={"shared": shared})
+    # A generous timeout: on a busy machine the default's half second can pass, and
+    # each replica would count in its own memory (tested in test_chaos), not share.
+    limits = _limits(
+        storage_url_env="RUNTIME_TEST_REDIS", storage_timeout_s=5, tenants={"shared": shared}
+    )
     one, two = Limiter(limits), Limiter(limits)  # two gateway replicas
 
     async def main() -> list[bool]:
