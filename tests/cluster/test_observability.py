@@ -47,9 +47,22 @@ def eventually(url: str, promql: str, timeout_s: float = 60) -> list[dict[str, A
         found[:] = query(url, promql)
         return any(float(s["value"][1]) > 0 for s in found)
 
-    message = f"no series with a value for {promql} in {timeout_s} s"
-    wait_for(has_value, timeout_s, interval_s=1, message=message)
+    wait_for(has_value, timeout_s, interval_s=1, fail=False)
+    if not any(float(s["value"][1]) > 0 for s in found):
+        raise AssertionError(
+            f"no series with a value for {promql} in {timeout_s} s; "
+            f"the scrape targets: {_targets(url)}"
+        )
     return found
+
+
+def _targets(url: str) -> list[dict[str, Any]]:
+    """Each target's health and last error, as Prometheus saw them."""
+    reply = httpx.get(f"{url}/api/v1/targets", timeout=10).json()
+    return [
+        {k: t.get(k) for k in ("scrapeUrl", "health", "lastError", "lastScrapeDuration")}
+        for t in reply["data"]["activeTargets"]
+    ]
 
 
 def test_metrics_of_every_stage_reach_prometheus(stack: Stack, prom: str) -> None:

@@ -171,8 +171,12 @@ def _wait_for_postgres(dsn: str, timeout_s: float = 30) -> None:
 
 @contextmanager
 def prometheus(port: int, targets: list[str], rule_files: list[Path] = ()) -> Iterator[str]:  # type: ignore[assignment]
-    """Debian's Prometheus on 127.0.0.1:port scraping ``targets`` every second; yields
-    its base URL."""
+    """Debian's Prometheus on 127.0.0.1:port scraping ``targets`` every 5 s; yields its
+    base URL.
+
+    Ray's nodes refresh what they export every few seconds; a scrape each second only
+    loads their metrics agents, and its one-second timeout fails every scrape on a busy
+    machine (no series at all)."""
     import httpx
     import yaml
 
@@ -182,7 +186,11 @@ def prometheus(port: int, targets: list[str], rule_files: list[Path] = ()) -> It
         raise AssertionError("unreachable")
     root = Path(tempfile.mkdtemp(prefix="runtime-prometheus-"))
     config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "global": {
+            "scrape_interval": "5s",
+            "scrape_timeout": "5s",
+            "evaluation_interval": "5s",
+        },
         "rule_files": [str(p) for p in rule_files],
         "scrape_configs": [{"job_name": "ray", "static_configs": [{"targets": targets}]}],
     }
