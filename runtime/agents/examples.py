@@ -23,14 +23,19 @@ def assistant(ctx: AgentContext) -> Any:
           factory: runtime.agents.examples:assistant
           tools: [runtime.agents.tools:calculator, runtime.agents.tools:clock]
           llm: {model: smollm2-135m-instruct}
+          options:      # for a small model (runtime/agents/guidance.py)
+            call_when: {calculator: '...', clock: '...'}
     """
     from langchain.agents import create_agent
 
+    from runtime.agents import guidance
+
+    middleware = [*ctx.middleware, *guidance.middleware(ctx.options, [t.name for t in ctx.tools])]
     return create_agent(
         ctx.model,
         ctx.tools,
         system_prompt=ctx.system_prompt,
-        middleware=ctx.middleware,
+        middleware=middleware,
         checkpointer=ctx.checkpointer,
         name=ctx.spec.name,
     )
