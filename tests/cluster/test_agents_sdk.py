@@ -68,6 +68,32 @@ def test_tool_sequence_through_invoke_and_history(client: runtime.Client) -> Non
     assert info.turns == 1 and not info.running and info.agent == "scripted"
 
 
+@pytest.mark.parametrize(
+    ("question", "result"), [("What is 17 * 23?", "391"), ("Multiply 19 by 6.", "114")]
+)
+def test_the_shipped_assistant_does_arithmetic_with_its_calculator(
+    stack: Stack, question: str, result: str
+) -> None:
+    """local.yaml's `assistant` on SmolLM2 (temperature 0): its `call_when` rule makes
+    the call, the model writes the expression, and its answer carries the result."""
+    answer = (
+        runtime.connect(stack.url, api_key=API_KEY).agent("assistant").session().invoke(question)
+    )
+    assert [c.name for c in answer.tool_calls] == ["calculator"]
+    assert [r.content for r in answer.tool_results] == [result]
+    assert result in answer.answer
+
+
+def test_the_shipped_assistant_reads_the_clock_and_answers_plain_questions(stack: Stack) -> None:
+    agent = runtime.connect(stack.url, api_key=API_KEY).agent("assistant")
+    dated = agent.session().invoke("What's the date today?")
+    assert [c.name for c in dated.tool_calls] == ["clock"]
+    today = dated.tool_results[0].content[:10]  # the tool's own: 2026-12-03T...
+    assert today in dated.answer
+    plain = agent.session().invoke("What is the capital of Italy?")
+    assert not plain.tool_calls and "Rome" in plain.answer
+
+
 def test_stream_events_in_order(client: runtime.Client) -> None:
     session = client.agent("scripted").session()
     events = list(session.stream("add these"))
