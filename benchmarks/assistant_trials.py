@@ -38,6 +38,19 @@ ASSISTANT = [
     ("What colour is the sky on a clear day?", None, None),
     ("Name a fruit that is yellow.", None, None),
 ]
+#: Written after the `call_when` patterns of serve_configs/local.yaml were fixed (the
+#: ones above were known when they were written).
+ASSISTANT_FRESH = [
+    ("What's 345 minus 123?", "calculator", "222"),
+    ("Please multiply 25 by 8.", "calculator", "200"),
+    ("What is 1001 - 1?", "calculator", "1000"),
+    ("Calculate 9 * 9 * 9.", "calculator", "729"),
+    ("What's the time in Paris right now?", "clock", None),
+    ("What is the date tomorrow?", "clock", None),
+    ("Who wrote Romeo and Juliet?", None, None),
+    ("Give me a word that rhymes with cat.", None, None),
+    ("What is the opposite of hot?", None, None),
+]
 PLANNER = [
     ("My name is Ana.", "What is my name?", "Ana"),
     ("My favourite colour is green.", "What is my favourite colour?", "green"),
@@ -75,7 +88,7 @@ def main() -> None:
     parser.add_argument("--name", default="assistant_trials")
     ns = parser.parse_args()
     client = runtime.connect(ns.url, api_key=os.environ["RUNTIME_API_KEY"])
-    assistant = [assistant_trial(client, *t) for t in ASSISTANT]
+    assistant = [assistant_trial(client, *t) for t in ASSISTANT + ASSISTANT_FRESH]
     planner = [planner_trial(client, *t) for t in PLANNER]
     result = {"assistant": assistant, "planner": planner}
     out = REPO / "benchmarks" / "results"
@@ -93,8 +106,14 @@ def main() -> None:
     for r in planner:
         answer = r["answer"].replace("\n", " ").replace("|", "/")[:120]
         lines.append(f"| {r['fact']} | {r['question']} | {r['ok']} | {answer} |")
-    ok_a, ok_p = sum(r["ok"] for r in assistant), sum(r["ok"] for r in planner)
-    lines += ["", f"assistant {ok_a}/{len(assistant)}, planner {ok_p}/{len(planner)}"]
+    first, fresh = assistant[: len(ASSISTANT)], assistant[len(ASSISTANT) :]
+    ok_p = sum(r["ok"] for r in planner)
+    lines += [
+        "",
+        f"assistant {sum(r['ok'] for r in first)}/{len(first)} (first set), "
+        f"{sum(r['ok'] for r in fresh)}/{len(fresh)} (fresh set, the last {len(fresh)}); "
+        f"planner {ok_p}/{len(planner)}",
+    ]
     (out / f"{ns.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
