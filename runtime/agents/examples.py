@@ -24,7 +24,7 @@ def assistant(ctx: AgentContext) -> Any:
           tools: [runtime.agents.tools:calculator, runtime.agents.tools:clock]
           llm: {model: smollm2-135m-instruct}
           options:      # for a small model (runtime/agents/guidance.py)
-            call_when: {calculator: '...', clock: '...'}
+            call_when: {calculator: <a pattern>, clock: <a pattern>}   # see local.yaml
     """
     from langchain.agents import create_agent
 

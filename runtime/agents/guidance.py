@@ -17,10 +17,11 @@ Per tool, a regular expression: a user's message that matches one gets that tool
 call forced on the turn's first model call (the first matching tool, in the order
 written); afterwards the model goes on by itself (it answers with the result, or calls
 again). A message that matches none is left to the model. Patterns are matched
-case-insensitively with the ``regex`` package under a time limit
-(``MATCH_TIMEOUT_S``): a pattern that backtracks on a hostile message costs that, then
-counts as no match. With a model that chooses well by itself, leave them out; once
-the runtime serves embeddings, preselection by similarity can replace the patterns.
+case-insensitively over the message's first ``MATCH_CHARS`` characters, with the
+``regex`` package under a time limit (``MATCH_TIMEOUT_S``): a pattern that backtracks
+on a hostile message costs that, then counts as no match. With a model that chooses
+well by itself, leave them out; once the runtime serves embeddings, preselection by
+similarity can replace the patterns.
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResp
 from langchain_core.messages import HumanMessage
 
 MAX_PATTERN = 1000
-#: The most one pattern may take on one message before it counts as no match.
-MATCH_TIMEOUT_S = 0.05
+#: The most one pattern may take on one message before it counts as no match (it runs
+#: on the replica's event loop, and holds it).
+MATCH_TIMEOUT_S = 0.02
+#: Only a message's beginning is matched: a question to route is short, and a hostile
+#: message's length then costs nothing.
+MATCH_CHARS = 2000
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +67,12 @@ def parse_call_when(raw: Any, tools: list[str]) -> dict[str, regex.Pattern[str]]
 
 
 def tool_to_call(rules: dict[str, regex.Pattern[str]], text: str) -> str | None:
-    """The first tool whose pattern matches ``text``; None when none does (or one ran
-    out of time: logged, without the text)."""
+    """The first tool whose pattern matches the beginning of ``text``; None when none
+    does (or one ran out of time: logged, without the text)."""
+    head = text[:MATCH_CHARS]
     for tool, pattern in rules.items():
         try:
-            if pattern.search(text, timeout=MATCH_TIMEOUT_S):
+            if pattern.search(head, timeout=MATCH_TIMEOUT_S):
                 return tool
         except TimeoutError:
             logger.warning("call_when pattern of %r ran out of time: no match", tool)

@@ -7,6 +7,7 @@ tests/cluster/test_agents_sdk.py."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -72,12 +73,23 @@ def test_a_matching_message_gets_that_call_then_the_model_answers_by_itself() ->
 
 
 @pytest.mark.parametrize(
-    ("text", "choice"), [("What time is it?", "clock"), ("Name a colour.", None)]
+    ("text", "choice"),
+    [("What time is it?", "clock"), ("What time is 3 + 4?", "calculator"), ("Hi.", None)],
 )
-def test_the_first_matching_rule_or_none(text: str, choice: str | None) -> None:
+def test_the_first_matching_rule_in_order_or_none(text: str, choice: str | None) -> None:
     model = Recorder(replies=[AIMessage("hi")] * 2)
     _turn(_assistant(model, RULES), text)
     assert model.choices == [choice]
+
+
+def test_the_async_path_forces_the_call_too() -> None:
+    """The runtime runs turns with ``astream``: the middleware's async hook."""
+    call = {"name": "clock", "args": {}, "id": "c1"}
+    model = Recorder(replies=[AIMessage("", tool_calls=[call]), AIMessage("It is now.")])
+    graph = _assistant(model, RULES)
+    config = {"configurable": {"thread_id": "t"}}
+    asyncio.run(graph.ainvoke({"messages": [HumanMessage("What time is it?")]}, config))
+    assert model.choices == ["clock", None]
 
 
 def test_no_rules_leave_every_choice_to_the_model() -> None:
@@ -86,11 +98,22 @@ def test_no_rules_leave_every_choice_to_the_model() -> None:
     assert model.choices == [None]
 
 
-def test_a_pattern_that_backtracks_on_a_hostile_message_is_cut_off() -> None:
-    rules = guidance.parse_call_when({"calculator": r"(a+)+$"}, ["calculator"])
+def test_a_pattern_that_backtracks_on_a_hostile_message_is_cut_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Exponential backtracking (no match to short-cut it): without the time limit
+    this search does not end."""
+    rules = guidance.parse_call_when({"calculator": r"(x+x+)+y"}, ["calculator"])
     started = time.monotonic()
-    assert guidance.tool_to_call(rules, "a" * 64 + "!") is None  # 2**64 steps, unbounded
+    assert guidance.tool_to_call(rules, "x" * 1000) is None
     assert time.monotonic() - started < 2
+    assert "ran out of time" in caplog.text and "xxx" not in caplog.text
+
+
+def test_only_the_beginning_of_a_message_is_matched() -> None:
+    rules = guidance.parse_call_when(RULES, ["calculator", "clock"])
+    assert guidance.tool_to_call(rules, "hi " * 1000 + "3 + 4") is None
+    assert guidance.tool_to_call(rules, "3 + 4 " + "hi " * 1000) == "calculator"
 
 
 @pytest.mark.parametrize(
