@@ -138,12 +138,14 @@ def test_serve_deploy_onto_ray_start_serves_the_embedded_default(tmp_path: Path)
     env = _env_for_cli()
     with _process(head, env) as head_lines:
         api = f"http://127.0.0.1:{dashboard}"
+        # The Serve API `serve deploy` calls, not only the dashboard: its Serve module
+        # may start later (a deploy sent before it got "connection closed" once).
         wait_for(
-            lambda: httpx.get(f"{api}/api/version", timeout=5).status_code < 500,
+            lambda: httpx.get(f"{api}/api/serve/applications/", timeout=5).status_code == 200,
             120,
             interval_s=1,
             retry=httpx.HTTPError,
-            message="ray start: no dashboard: " + "".join(head_lines[-30:]),
+            message="ray start: no Serve API on the dashboard: " + "".join(head_lines[-30:]),
         )
         deployed = subprocess.run(
             [SERVE, "deploy", str(path), "--address", api],
