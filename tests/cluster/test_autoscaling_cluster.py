@@ -101,15 +101,15 @@ def _tiny_chat(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
 def test_llm_scales_ahead_of_its_agents_backlog(stack: Stack) -> None:
     """The `duo` application: agents and their own LLM under AgentLLMPolicy. Six turns
     in progress ask for 6 sequences at 4 per LLM replica: the LLM scales to 2 though
-    no request has reached it (the scripted agent makes no LLM call).
-
-    The decision is what is tested: that the replica it asks for comes up and serves is
-    the next test's (each boot of an engine costs a minute or two of CI)."""
+    no request has reached it (the scripted agent makes no LLM call)."""
     assert _replicas("duo", "LLMServer") == (1, 1) and _replicas("duo") == (1, 1)
     load = turns("duo", "scripted-duo", clients=6)
     try:
         wait_for(lambda: _replicas("duo", "LLMServer")[1] == 2, 20, "the LLM scales up", POLL_S)
         wait_for(lambda: _replicas("duo")[1] == 2, 20, "the agents scale up", POLL_S)
+        wait_for(
+            lambda: _replicas("duo", "LLMServer")[0] == 2, NEW_LLM_S, "the new LLM replica", POLL_S
+        )
     finally:
         answers = load.stop()
     assert answers and set(answers) == {"done"}
