@@ -140,11 +140,8 @@ def test_serve_deploy_onto_ray_start_serves_the_embedded_default(tmp_path: Path)
         api = f"http://127.0.0.1:{dashboard}"
         # The Serve API `serve deploy` calls, not only the dashboard: its Serve module
         # may start later (a deploy sent before it got "connection closed" once). The
-        # dashboard asks for the cluster's token, from Ray's token file (local_ray).
-        token = os.environ.get("RAY_AUTH_TOKEN") or (
-            (Path.home() / ".ray" / "auth_token").read_text().strip()
-        )
-        auth = {"Authorization": f"Bearer {token}"}
+        # dashboard asks for the cluster's token (tests/support/environment.py sets it).
+        auth = {"Authorization": f"Bearer {os.environ['RAY_AUTH_TOKEN']}"}
         wait_for(
             lambda: (
                 httpx.get(f"{api}/api/serve/applications/", headers=auth, timeout=5).status_code
