@@ -2,7 +2,7 @@
 export RUNTIME_CACHE_DIR ?= $(CURDIR)/.cache
 PY := .venv/bin/python
 
-.PHONY: setup run test lint unit offline chaos bench bench-agents bench-gateway bench-autoscaling bench-tools system-packages format clean
+.PHONY: setup run test lint unit offline chaos bench bench-agents bench-gateway bench-user-path bench-autoscaling bench-tools system-packages format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -45,6 +45,12 @@ bench-agents: setup
 
 bench-gateway: setup system-packages
 	$(PY) benchmarks/gateway_latency.py
+
+## The user's path (client -> proxy -> gateway -> model) against bare vLLM at 1, 8, 32
+## and 64 streams, SmolLM2 and the tiny model: benchmarks/results/user_path_*.
+bench-user-path: setup
+	$(PY) benchmarks/user_path.py --model smollm2
+	$(PY) benchmarks/user_path.py --model tiny-random
 
 bench-autoscaling: setup
 	$(PY) benchmarks/autoscaling_reaction.py
