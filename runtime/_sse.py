@@ -28,6 +28,25 @@ def event(type: str, data_json: str) -> str:
     return f"event: {type}\ndata: {data_json}\n\n"
 
 
+def forwardable(event: str) -> bool:
+    """Whether the gateway may send a chunk event from the model's replica on as it is:
+    JSON ``data:`` events, ASCII only, and neither an error nor one with usage (the
+    gateway reads those).
+
+    ASCII only: the gateway's own events escape every other character (``encode``), so
+    a client that splits lines at U+2028 and the like (above) reads them whole; an event
+    that has one is decoded and encoded again. In JSON text a quote inside a string is
+    escaped, so ``"usage"`` and ``"error"`` with their quotes occur only as keys; an
+    event that has one anyway is decoded, which is always right.
+    """
+    return (
+        event.startswith("data: {")
+        and event.isascii()
+        and '"usage"' not in event
+        and '"error"' not in event
+    )
+
+
 async def lines(texts: AsyncIterator[str]) -> AsyncIterator[str]:
     """The lines of a text stream (decoded chunks of any size), without their ends."""
     buffer = ""

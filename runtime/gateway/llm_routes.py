@@ -106,7 +106,9 @@ async def _complete(request: Request, caller: Principal, method: Method) -> Resp
             release()
         return JSONResponse(reply)
     try:
-        upstream = gateway.router.stream(ctx, method, body, admitted=True, allowed=allowed)
+        upstream = gateway.router.stream(
+            ctx, method, body, admitted=True, allowed=allowed, frames=True
+        )
         chunks = await opened(upstream)
     except BaseException:
         release()
@@ -149,8 +151,8 @@ async def _frames(chunks: AsyncIterator[Any]) -> AsyncIterator[str]:
     """SSE frames of a stream; an error after the first chunk is an error event (the
     response's cleanup closes the stream and frees the slot: HeldStream)."""
     try:
-        async for chunk in chunks:
-            yield _sse.encode(chunk)
+        async for chunk in chunks:  # a str: SSE text from the model's replica, as it is
+            yield chunk if isinstance(chunk, str) else _sse.encode(chunk)
     except APIError as err:
         yield _sse.encode(LLMError(err.message, err.status, err.type, err.param).to_body())
     yield _sse.DONE

@@ -6,7 +6,10 @@ handlers and disconnect handling, mounted as the replica's ASGI app.
 
 Handle (no HTTP hop): ``chat`` / ``completions`` return a response dict;
 ``chat_stream`` / ``completions_stream`` yield chunk dicts, through
-``handle.options(stream=True)``. Errors raise :class:`LLMError`.
+``handle.options(stream=True)``. Errors raise :class:`LLMError`. With ``frames=True``
+(the gateway's streams) the chunks between the first one and the usage chunk are
+passed on as the SSE text vLLM wrote (``str``, one or more ``data:`` events): the
+gateway forwards them without decoding and encoding each token again.
 """
 
 from __future__ import annotations
@@ -203,13 +206,15 @@ class LLMServer:
         body = await self._choose_tools(body)
         return await self._complete(handler, ChatCompletionRequest, body)
 
-    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Chat completion chunks (``stream`` is forced on)."""
+    async def chat_stream(
+        self, body: dict[str, Any], frames: bool = False
+    ) -> AsyncIterator[dict[str, Any] | str]:
+        """Chat completion chunks (``stream`` is forced on); ``frames``: module docs."""
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
         handler = self._app.state.openai_serving_chat.create_chat_completion
         body = await self._choose_tools(body)
-        async for chunk in self._stream(handler, ChatCompletionRequest, body):
+        async for chunk in self._stream(handler, ChatCompletionRequest, body, frames):
             yield chunk
 
     async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -219,12 +224,14 @@ class LLMServer:
         handler = self._app.state.openai_serving_completion.create_completion
         return await self._complete(handler, CompletionRequest, body)
 
-    async def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Text completion chunks (``stream`` is forced on)."""
+    async def completions_stream(
+        self, body: dict[str, Any], frames: bool = False
+    ) -> AsyncIterator[dict[str, Any] | str]:
+        """Text completion chunks (``stream`` is forced on); ``frames``: module docs."""
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
         handler = self._app.state.openai_serving_completion.create_completion
-        async for chunk in self._stream(handler, CompletionRequest, body):
+        async for chunk in self._stream(handler, CompletionRequest, body, frames):
             yield chunk
 
     async def _choose_tools(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -293,14 +300,19 @@ class LLMServer:
         return dict(result.model_dump())
 
     async def _stream(
-        self, handler: _Handler, request_cls: type[Any], body: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
+        self, handler: _Handler, request_cls: type[Any], body: dict[str, Any], frames: bool
+    ) -> AsyncIterator[dict[str, Any] | str]:
         try:
             result = await _call(handler, _parse(request_cls, body, stream=True))
         except LLMError as err:
             raise self._dead_engine(err) from None
+        first = True
         try:
             async for event in result:
+                if frames and not first and _sse.forwardable(event):
+                    yield event
+                    continue
+                first = False
                 for data in _sse.data(event):
                     if data == "[DONE]":
                         return

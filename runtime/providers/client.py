@@ -93,7 +93,10 @@ class ProviderClient:
         """``method``: ``chat`` or ``completions`` (a fallback-chain target)."""
         return await self._complete(_PATHS[method], body)
 
-    def stream(self, method: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def stream(
+        self, method: str, body: dict[str, Any], *, frames: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The answer's chunks: dicts, whatever ``frames`` says (``fallback.Target``)."""
         return self._stream(_PATHS[method], body)
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:

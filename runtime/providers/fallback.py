@@ -25,7 +25,12 @@ class Target(Protocol):
 
     async def call(self, method: Method, body: dict[str, Any]) -> dict[str, Any]: ...
 
-    def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+    def stream(
+        self, method: Method, body: dict[str, Any], *, frames: bool = False
+    ) -> AsyncIterator[Any]:
+        """Chunk dicts; with ``frames`` a target may also yield ``str``, SSE text of
+        chunks without usage, to be sent on as it is."""
+        ...
 
 
 class FallbackChain:
@@ -68,11 +73,13 @@ class FallbackChain:
         raise ModelUnavailableError(_exhausted(failures))
 
     async def stream(
-        self, method: Method, body: dict[str, Any]
-    ) -> AsyncGenerator[dict[str, Any], None]:
+        self, method: Method, body: dict[str, Any], *, frames: bool = False
+    ) -> AsyncGenerator[Any, None]:
+        """The first available target's chunks; ``frames``: the router's (targets that
+        take it may pass token chunks on as SSE text)."""
         failures: list[str] = []
         for target in self.targets:
-            stream = target.stream(method, body)
+            stream = target.stream(method, body, frames=frames)
             try:
                 first = await anext(stream)
             except StopAsyncIteration:

@@ -81,13 +81,17 @@ async def patiently(attempt: Callable[[], Awaitable[T]], patience_s: float) -> T
 
 
 async def _opened(
-    chain: FallbackChain, method: Method, body: dict[str, Any], patience_s: float
-) -> tuple[AsyncGenerator[dict[str, Any], None], list[dict[str, Any]]]:
+    chain: FallbackChain,
+    method: Method,
+    body: dict[str, Any],
+    patience_s: float,
+    frames: bool,
+) -> tuple[AsyncGenerator[Any, None], list[Any]]:
     """The chain's stream and its first chunk (none: an empty stream), the stream opened
     again while no model of the chain is available, for ``patience_s``."""
 
-    async def attempt() -> tuple[AsyncGenerator[dict[str, Any], None], list[dict[str, Any]]]:
-        chunks = chain.stream(method, body)
+    async def attempt() -> tuple[AsyncGenerator[Any, None], list[Any]]:
+        chunks = chain.stream(method, body, frames=frames)
         try:
             return chunks, [await anext(chunks)]
         except StopAsyncIteration:
@@ -99,9 +103,7 @@ async def _opened(
     return await patiently(attempt, patience_s)
 
 
-async def _chained(
-    first: list[dict[str, Any]], rest: AsyncIterator[dict[str, Any]]
-) -> AsyncIterator[dict[str, Any]]:
+async def _chained(first: list[Any], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
     for chunk in first:
         yield chunk
     async for chunk in rest:
@@ -231,9 +233,14 @@ class LLMRouter:
         admitted: bool = False,
         allowed: Allowed | None = None,
         patience_s: float = 0.0,
-    ) -> AsyncGenerator[dict[str, Any], None]:
+        frames: bool = False,
+    ) -> AsyncGenerator[Any, None]:
         """The chunks of one answer (usage only if ``stream_options`` asks for it); its
-        tokens are charged when it ends, however it ends. Closing it stops the model."""
+        tokens are charged when it ends, however it ends. Closing it stops the model.
+
+        ``frames`` (the gateway, which sends SSE on): a self-hosted model's token chunks
+        may come as ``str``, SSE text to send as it is; the first chunk and the usage
+        chunk are always dicts, and no ``str`` holds usage."""
         chain = self._chain_of(body, allowed)
         body, most = prepare(method, body, self._limits[body["model"]])
         if not admitted:
@@ -242,9 +249,12 @@ class LLMRouter:
         reserved = await self.limiter.reserve_tokens(ctx.tenant, ctx.key_id, most)
         usage, answered_by = None, None
         try:
-            opened, first = await _opened(chain, method, upstream, patience_s)
+            opened, first = await _opened(chain, method, upstream, patience_s, frames)
             async with contextlib.aclosing(opened) as rest:
                 async for chunk in _chained(first, rest):
+                    if isinstance(chunk, str):
+                        yield chunk
+                        continue
                     usage = usage_of(chunk) or usage
                     if answered_by is None and isinstance(chunk, dict):
                         answered_by = chunk.get("model", body["model"])

@@ -162,10 +162,16 @@ class SelfHosted:
             raise self._mapped(exc) from None
         return reply
 
-    async def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, method: Method, body: dict[str, Any], *, frames: bool = False
+    ) -> AsyncIterator[dict[str, Any] | str]:
+        """The answer's chunks; with ``frames``, its token chunks as the SSE text the
+        replica passed on (``runtime.llm.server``)."""
         await self._check_ready()
         handle = self._get_handle().options(stream=True)
-        response = getattr(handle, f"{method}_stream").remote({**body, "model": self.name})
+        call = getattr(handle, f"{method}_stream")
+        body = {**body, "model": self.name}
+        response = call.remote(body, frames=True) if frames else call.remote(body)
         # Closing this stream (the client went away, or a chunk is late) stops the
         # generation.
         async with contextlib.aclosing(_streams.relay(response, self._mapped)) as chunks:
@@ -202,7 +208,10 @@ class External:
         await self._limiter.provider_charge(self.client.name, tokens_of(reply))
         return reply
 
-    async def stream(self, method: Method, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, method: Method, body: dict[str, Any], *, frames: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The answer's chunks (dicts, whatever ``frames`` says)."""
         await self._admit()
         tokens = 0
         try:

@@ -3,6 +3,9 @@ deployments (official `openai` client), limits and health."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import httpx
 import openai
 import pytest
@@ -74,6 +77,50 @@ def test_openai_client_through_the_gateway(stack: Stack) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
     text = client.completions.create(model=TINY_MODEL, prompt="Once", max_tokens=3)
     assert text.usage is not None and text.usage.completion_tokens == 3
+
+
+def _events(url: str, headers: dict[str, str], body: dict[str, object]) -> list[str]:
+    """The ``data:`` payloads of a streamed answer, read over raw HTTP."""
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=120) as reply:
+        assert reply.status_code == 200, reply.read()
+        text = "".join(reply.iter_text())
+    events = [e for e in text.split("\n\n") if e]
+    assert all(e.startswith("data: ") and "\n" not in e for e in events), events
+    return [e.removeprefix("data: ") for e in events]
+
+
+@pytest.mark.parametrize("usage", [True, False])
+def test_the_gateways_stream_says_what_the_models_own_routes_say(stack: Stack, usage: bool) -> None:
+    """The gateway passes the replica's SSE on (coalesced into fewer messages when it
+    falls behind): the same events, each a whole chunk, as the model's own routes send;
+    the usage chunk only when asked for."""
+    body = {
+        "model": TINY_MODEL,
+        "messages": [{"role": "user", "content": "count to ten"}],
+        "max_tokens": 24,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": usage},
+    }
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    direct = _events(f"{stack.tiny_url}/chat/completions", {}, body)
+    gateway = _events(f"{stack.url}/v1/chat/completions", auth, body)
+    assert gateway[-1] == direct[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in gateway[:-1]]  # each event one whole chunk
+    expected = [json.loads(e) for e in direct[:-1]]
+
+    def text(of: list[dict[str, Any]]) -> str:
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in of if c["choices"])
+
+    # The same answer (vLLM itself may merge tokens into one chunk under load, on either
+    # path, so the chunks are compared by what they say).
+    assert text(chunks) == text(expected) and len(text(chunks)) > 0
+    reasons = [c["choices"][0].get("finish_reason") for c in chunks if c["choices"]]
+    assert reasons[-1] == "length" and {c["model"] for c in chunks} == {TINY_MODEL}
+    assert ("usage" in chunks[-1]) is usage
+    if usage:
+        assert chunks[-1]["usage"]["completion_tokens"] == 24
 
 
 def test_llm_errors_pass_through_with_their_status(stack: Stack) -> None:

@@ -6,6 +6,7 @@ stand-ins for a model (named as such); the real targets are exercised on the clu
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,12 +44,17 @@ class StandInModel:
             raise ModelUnavailableError(f"the model `{self.name}` is unavailable now")
         return self._reply()
 
-    async def stream(self, method: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, method: str, body: dict[str, Any], *, frames: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
         self.calls += 1
         if not self.up:
             raise ModelUnavailableError(f"the model `{self.name}` is unavailable now")
-        for word in ("hel", "lo"):
-            yield {"model": self.name, "choices": [{"delta": {"content": word}}]}
+        for i, word in enumerate(("hel", "lo")):
+            chunk = {"model": self.name, "choices": [{"delta": {"content": word}}]}
+            # As the LLM replica does: with `frames`, token chunks after the first come
+            # as SSE text.
+            yield f"data: {json.dumps(chunk)}\n\n" if frames and i else chunk
         if body.get("stream_options", {}).get("include_usage"):
             yield {"model": self.name, "choices": [], "usage": self._reply()["usage"]}
 
@@ -119,6 +125,23 @@ def test_a_fallback_is_taken_only_to_a_model_the_caller_may_use() -> None:
     # Allowed both: the fallback answers as before.
     reply = asyncio.run(router.call(CTX, "chat", body, allowed=lambda m: True))
     assert reply["model"] == "b"
+
+
+def test_frames_pass_through_and_the_usage_chunk_is_still_read() -> None:
+    """With ``frames`` (the gateway), SSE text from the model is passed on untouched, and
+    the tokens are charged from the usage chunk, whether the client asked for it or not."""
+
+    async def streamed(router: LLMRouter, body: dict[str, Any]) -> list[Any]:
+        return [c async for c in router.stream(CTX, "chat", body, frames=True)]
+
+    for usage_wanted in (True, False):
+        router, counted, _, _ = _router()
+        body = {"model": "a", "messages": [], "stream_options": {"include_usage": usage_wanted}}
+        chunks = asyncio.run(streamed(router, body))
+        assert chunks[0]["choices"][0]["delta"]["content"] == "hel"
+        assert chunks[1] == 'data: {"model": "a", "choices": [{"delta": {"content": "lo"}}]}\n\n'
+        assert len(chunks) == (3 if usage_wanted else 2)
+        assert counted.used == [(CTX, "a", 3, 2)]
 
 
 def test_an_unknown_model_is_a_404_naming_the_field() -> None:
@@ -246,7 +269,9 @@ class Restarting(StandInModel):
         self.up = self.calls >= self.down
         return await super().call(method, body)
 
-    async def stream(self, method: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, method: str, body: dict[str, Any], *, frames: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
         self.up = self.calls >= self.down
         async for chunk in super().stream(method, body):
             yield chunk

@@ -33,3 +33,17 @@ def test_lines_keep_unicode_separators_across_chunk_boundaries() -> None:
 def test_data_of_one_event() -> None:
     event = f'data: {{"x": "{ODD}"}}\n\ndata:[DONE]\n\n'
     assert _sse.data(event) == [f'{{"x": "{ODD}"}}', "[DONE]"]
+
+
+def test_only_plain_ascii_chunks_are_forwarded_as_they_are() -> None:
+    token = _sse.encode({"choices": [{"delta": {"content": "hi"}}]})
+    assert _sse.forwardable(token)
+    # The gateway reads these, or must escape them as its own events do.
+    assert not _sse.forwardable(_sse.encode({"choices": [], "usage": {"prompt_tokens": 1}}))
+    assert not _sse.forwardable(_sse.encode({"error": {"message": "engine died"}}))
+    assert not _sse.forwardable(_sse.DONE)
+    raw = 'data: {"choices":[{"delta":{"content":"a\u2028b"}}]}\n\n'  # as vLLM writes it
+    assert not _sse.forwardable(raw)
+    # A model that writes the word with quotes is still forwarded: they are escaped.
+    quoted = _sse.encode({"choices": [{"delta": {"content": '"usage" "error"'}}]})
+    assert _sse.forwardable(quoted)
