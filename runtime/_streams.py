@@ -1,9 +1,10 @@
-"""Relaying a Serve streaming response (``handle.options(stream=True)``)."""
+"""Relaying a Serve streaming response (``handle.options(stream=True)``), and
+coalescing a stream of texts for a reader that falls behind."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 
@@ -30,3 +31,49 @@ async def relay(
     finally:
         if not finished:
             response.cancel()
+
+
+async def coalesced(texts: AsyncIterator[str]) -> AsyncGenerator[str, None]:
+    """The texts of ``texts``, joined while the reader is behind.
+
+    A reader that keeps up gets each text as it arrives (the first one is never held
+    back, nor any other: nothing waits for a timer); one that falls behind (a busy
+    event loop, a slow hop after it) gets everything that arrived since its last read
+    in one piece. SSE events stay whole and in order, so a client still sees one event
+    per token; the hops behind the reader carry fewer, larger messages.
+
+    A failure of ``texts`` is raised after the texts before it. Closing this generator
+    (or cancelling its reader) stops the reading of ``texts`` first, so that ``texts``
+    may then be closed by its owner.
+    """
+    pending: list[str] = []
+    arrived = asyncio.Event()
+    ended: list[BaseException | None] = []  # [None]: the end; [exc]: a failure
+
+    async def pump() -> None:
+        try:
+            async for text in texts:
+                pending.append(text)
+                arrived.set()
+            ended.append(None)
+        except Exception as exc:
+            ended.append(exc)
+        finally:
+            arrived.set()
+
+    task = asyncio.get_running_loop().create_task(pump())
+    try:
+        while True:
+            await arrived.wait()
+            arrived.clear()
+            if pending:
+                joined = "".join(pending) if len(pending) > 1 else pending[0]
+                pending.clear()
+                yield joined
+            if ended and not pending:
+                if ended[0] is not None:
+                    raise ended[0]
+                return
+    finally:
+        task.cancel()
+        await asyncio.wait({task})  # it no longer reads `texts`

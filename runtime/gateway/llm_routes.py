@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from runtime import _sse
+from runtime import _sse, _streams
 from runtime.context import CallContext
 from runtime.errors import APIError, LLMError, PermissionDeniedError, quote
 from runtime.gateway.admission import Caller, HeldStream, json_body
@@ -121,7 +121,10 @@ async def _complete(request: Request, caller: Principal, method: Method) -> Resp
         finally:
             release()
 
-    return HeldStream(_frames(chunks), cleanup, media_type="text/event-stream")
+    # Several tokens' events per message while the hops behind fall behind (a client
+    # still gets one event per token): runtime._streams.coalesced.
+    frames = _streams.coalesced(_frames(chunks))
+    return HeldStream(frames, cleanup, media_type="text/event-stream")
 
 
 async def opened(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:

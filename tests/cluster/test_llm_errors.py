@@ -10,6 +10,7 @@ import httpx
 import pytest
 from ray import serve
 
+from tests.support.keys import API_KEY
 from tests.support.polling import wait_for
 from tests.support.stack import TINY_MAX_MODEL_LEN, Stack
 
@@ -102,7 +103,18 @@ def test_malformed_messages(http: httpx.Client, stack: Stack, messages: object) 
     _ok(http, stack)
 
 
-def test_disconnect_mid_stream_aborts_engine_request(http: httpx.Client, stack: Stack) -> None:
+@pytest.mark.parametrize(
+    ("path", "auth"),
+    [
+        ("/tiny/v1/chat/completions", b""),
+        # The gateway: its SSE is passed through from the replica, in coalesced pieces.
+        ("/v1/chat/completions", f"Authorization: Bearer {API_KEY}\r\n".encode()),
+    ],
+    ids=["direct", "gateway"],
+)
+def test_disconnect_mid_stream_aborts_engine_request(
+    http: httpx.Client, stack: Stack, path: str, auth: bytes
+) -> None:
     handle = serve.get_deployment_handle("LLMServer", app_name="tiny")
     before = handle.engine_stats.remote().result()
     max_tokens = TINY_MAX_MODEL_LEN - 32
@@ -118,7 +130,8 @@ def test_disconnect_mid_stream_aborts_engine_request(http: httpx.Client, stack: 
     host, port = http.base_url.host, http.base_url.port
     sock = socket.create_connection((host, port))
     sock.sendall(
-        b"POST /tiny/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+        + auth
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )

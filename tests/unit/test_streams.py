@@ -1,0 +1,75 @@
+"""``runtime._streams.coalesced``: the gateway's SSE texts, joined only while the reader
+is behind (in-process; the gateway's streams are tested on the cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from runtime._streams import coalesced
+
+TEXTS = [f"data: {i}\n\n" for i in range(12)]
+
+
+async def _produce(gap_s: float, fail_after: int | None = None) -> AsyncIterator[str]:
+    for i, text in enumerate(TEXTS):
+        if fail_after is not None and i == fail_after:
+            raise RuntimeError("the model's replica went away")
+        yield text
+        await asyncio.sleep(gap_s)
+
+
+async def _read(texts: AsyncIterator[str], pause_s: float) -> list[str]:
+    out = []
+    async for piece in coalesced(texts):
+        out.append(piece)
+        await asyncio.sleep(pause_s)  # the reader's own work (a busy loop, a slow hop)
+    return out
+
+
+def test_a_reader_that_keeps_up_gets_every_text_alone() -> None:
+    assert asyncio.run(_read(_produce(0.01), 0)) == TEXTS
+
+
+def test_a_reader_behind_gets_the_texts_joined_in_order_the_first_at_once() -> None:
+    out = asyncio.run(_read(_produce(0.002), 0.02))
+    assert out[0] == TEXTS[0]  # never held back
+    assert "".join(out) == "".join(TEXTS)  # nothing lost, split or reordered
+    assert len(out) < len(TEXTS) / 2
+
+
+def test_a_failure_comes_after_the_texts_before_it() -> None:
+    seen: list[str] = []
+
+    async def read() -> None:
+        async for piece in coalesced(_produce(0.001, fail_after=5)):
+            seen.append(piece)
+
+    with pytest.raises(RuntimeError, match="went away"):
+        asyncio.run(read())
+    assert "".join(seen) == "".join(TEXTS[:5])
+
+
+def test_closing_it_stops_the_reading_before_the_owner_closes_the_source() -> None:
+    state: list[str] = []
+
+    async def source() -> AsyncIterator[str]:
+        try:
+            for text in TEXTS:
+                yield text
+                await asyncio.sleep(0.01)
+        finally:
+            state.append("source stopped")
+
+    async def main() -> None:
+        texts = source()
+        stream = coalesced(texts)
+        assert await anext(stream) == TEXTS[0]
+        await stream.aclose()
+        state.append("reader closed")
+        await texts.aclose()  # no "already running" error: the pump no longer reads it
+
+    asyncio.run(main())
+    assert state == ["source stopped", "reader closed"]
