@@ -35,7 +35,12 @@ from runtime._metrics import serve_metrics
 from runtime.config.llm import LLMAppConfig
 from runtime.errors import APIError, LLMError, ModelUnavailableError
 from runtime.llm import tool_choice
-from runtime.llm.engine_args import engine_threads, gpus_per_replica, parse_server_args
+from runtime.llm.engine_args import (
+    cpu_engine_env,
+    engine_threads,
+    gpus_per_replica,
+    parse_server_args,
+)
 from runtime.llm.stats import EngineStatsRecorder
 from runtime.models.sources import resolve_model
 from runtime.telemetry import logs
@@ -73,6 +78,7 @@ class LLMServer:
             # engine process, spawned from here, would then run its kernels on one
             # core where vLLM's own server uses all of them.
             os.environ["OMP_NUM_THREADS"] = str(engine_threads(self._config))
+            os.environ.update(cpu_engine_env())
         # A first start may convert a model for a minute: keep the replica's loop free.
         model = await asyncio.to_thread(resolve_model, self._config.model)
         self._args = parse_server_args(self._config, model)

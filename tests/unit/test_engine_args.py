@@ -43,9 +43,15 @@ def test_cpu_replica_env_and_options() -> None:
     assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "2"
     assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # the engine's threads sleep when they wait
     options = replica_options(cfg)
     assert "num_gpus" not in options["ray_actor_options"]
     assert options["max_ongoing_requests"] >= cfg.engine.max_num_seqs
+
+
+def test_the_cpu_engines_wait_policy_can_be_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert replica_env(_config())["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_gpu_options_tensor_parallel() -> None:
@@ -59,6 +65,7 @@ def test_gpu_options_tensor_parallel() -> None:
     options = replica_options(cfg)
     assert options["placement_group_bundles"][1:] == [{"GPU": 1}, {"GPU": 1}]
     assert "HF_HUB_OFFLINE" not in replica_env(cfg)
+    assert "OMP_WAIT_POLICY" not in replica_env(cfg)
     args = parse_server_args(cfg, "org/m")
     assert args.distributed_executor_backend == "ray"
     assert args.enforce_eager is False
