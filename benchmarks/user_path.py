@@ -210,7 +210,17 @@ async def level(url: str, key: str, model: str, c: int, ns: argparse.Namespace) 
 QS = (0.5, 0.95, 0.99)
 
 
+def idle(seconds: float = 10.0) -> dict[str, float]:
+    """CPU use of each kind of process while nothing is asked of it (cores)."""
+    before = cpu_now()
+    time.sleep(seconds)
+    return {k: v / seconds for k, v in cpu_spent(before).items()}
+
+
 def run_levels(url: str, key: str, model: str, ns: argparse.Namespace) -> list[dict[str, Any]]:
+    asyncio.run(level(url, key, model, 1, ns))  # the first requests after a start are slow
+    quiet = idle()
+    print("  idle CPU (cores): " + ", ".join(f"{k} {v:.3f}" for k, v in quiet.items() if v))
     out = []
     for c in ns.levels:
         result = asyncio.run(level(url, key, model, c, ns))
@@ -219,6 +229,7 @@ def run_levels(url: str, key: str, model: str, ns: argparse.Namespace) -> list[d
             f"{result['output_tokens_per_s']:.1f} tokens/s",
             flush=True,
         )
+        result["idle_cpu_cores"] = quiet
         out.append(result)
     return out
 
@@ -365,7 +376,8 @@ def write(result: dict[str, Any], out: Path) -> None:
     out.with_suffix(".md").write_text(
         f"# User path vs bare vLLM: {result['model']}, {result['load']['max_tokens']} tokens "
         f"per stream\n\nRecorded {result['date']} on {result['machine']['cpus']} cores by "
-        f"`benchmarks/user_path.py` ({result['label']}); ratio = runtime / vLLM (vLLM: two "
+        f"`benchmarks/user_path.py` ({result['label']}; Serve ingress: "
+        f"{result.get('serve_ingress', 'proxy')}); ratio = runtime / vLLM (vLLM: two "
         f"passes, before and after the runtime, pooled).\n\n{text}\n\n"
         f"## CPU seconds per 1,000 output tokens\n\n{cpu}\n\n"
         f"## The gateway and the agents, from their own benchmarks\n\n{context()}\n"
@@ -382,12 +394,18 @@ def main() -> None:
     parser.add_argument("--requests-factor", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--label", default="", help="a suffix of the result files' names")
+    parser.add_argument(
+        "--ingress",
+        choices=["proxy", "haproxy"],
+        default="proxy",
+        help="Serve's HTTP ingress: its proxy actor (default, as `make run`) or HAProxy",
+    )
     parser.add_argument("--render", type=Path, help="only write the report of this JSON again")
     ns = parser.parse_args()
     if ns.render:
         write(json.loads(ns.render.read_text()), ns.render)
         return
-    os.environ.update(_env.serve_env())  # before any Ray process starts
+    os.environ.update(_env.serve_env(ns.ingress))  # before any Ray process starts
     serve_config, llm_args = stack(ns.model, free_port())
     config = LLMAppConfig.model_validate(llm_args)
     print("vLLM, first pass", flush=True)
@@ -409,7 +427,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "model": config.served_name,
         "engine_flags": server_argv(config, "<model dir>"),
-        "serve_env": _env.serve_env(),
+        "serve_ingress": ns.ingress,
+        "serve_env": _env.serve_env(ns.ingress),
         "load": {"max_tokens": ns.max_tokens, "requests_factor": ns.requests_factor},
         "levels": levels,
     }
