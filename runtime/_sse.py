@@ -30,7 +30,7 @@ def event(type: str, data_json: str) -> str:
 
 def forwardable(event: str) -> bool:
     """Whether the gateway may send a chunk event from the model's replica on as it is:
-    JSON ``data:`` events, ASCII only, and neither an error nor one with usage (the
+    one JSON ``data:`` event, ASCII only, and neither an error nor one with usage (the
     gateway reads those).
 
     ASCII only: the gateway's own events escape every other character (``encode``), so
@@ -41,6 +41,8 @@ def forwardable(event: str) -> bool:
     """
     return (
         event.startswith("data: {")
+        and event.endswith("}\n\n")
+        and event.count("\n") == 2  # one event
         and event.isascii()
         and '"usage"' not in event
         and '"error"' not in event

@@ -4,6 +4,7 @@ coalescing a stream of texts for a reader that falls behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
@@ -43,8 +44,10 @@ async def coalesced(texts: AsyncIterator[str]) -> AsyncGenerator[str, None]:
     per token; the hops behind the reader carry fewer, larger messages.
 
     A failure of ``texts`` is raised after the texts before it. Closing this generator
-    (or cancelling its reader) stops the reading of ``texts`` first, so that ``texts``
-    may then be closed by its owner.
+    (or cancelling its reader) stops the reading of ``texts`` and waits until that is
+    done, also when the reader is cancelled again meanwhile (anyio's task groups, and so
+    Starlette's responses, cancel on every turn of the loop): ``texts`` may then be
+    closed by its owner.
     """
     pending: list[str] = []
     arrived = asyncio.Event()
@@ -56,7 +59,7 @@ async def coalesced(texts: AsyncIterator[str]) -> AsyncGenerator[str, None]:
                 pending.append(text)
                 arrived.set()
             ended.append(None)
-        except Exception as exc:
+        except BaseException as exc:  # a cancellation of `texts`' own, too: never a hang
             ended.append(exc)
         finally:
             arrived.set()
@@ -76,4 +79,6 @@ async def coalesced(texts: AsyncIterator[str]) -> AsyncGenerator[str, None]:
                 return
     finally:
         task.cancel()
-        await asyncio.wait({task})  # it no longer reads `texts`
+        while not task.done():  # it may be in `texts`' own clean-up (a shielded charge)
+            with contextlib.suppress(asyncio.CancelledError):  # the one in flight goes on
+                await asyncio.wait({task})

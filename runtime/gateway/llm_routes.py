@@ -114,16 +114,20 @@ async def _complete(request: Request, caller: Principal, method: Method) -> Resp
         release()
         raise
 
+    # Several tokens' events per message while the hops behind fall behind (a client
+    # still gets one event per token): runtime._streams.coalesced.
+    frames = _streams.coalesced(_frames(chunks))
+
     async def cleanup() -> None:
-        try:  # both: `chunks` may never have started (the client left before it)
+        try:  # all: `chunks` may never have started (the client left before it); the
+            # response may end without closing its body (a send cancelled), and then the
+            # pump would read on
+            await frames.aclose()
             await chunks.aclose()  # type: ignore[attr-defined]
             await upstream.aclose()  # stop the model; its tokens are charged
         finally:
             release()
 
-    # Several tokens' events per message while the hops behind fall behind (a client
-    # still gets one event per token): runtime._streams.coalesced.
-    frames = _streams.coalesced(_frames(chunks))
     return HeldStream(frames, cleanup, media_type="text/event-stream")
 
 

@@ -42,6 +42,7 @@ def test_only_plain_ascii_chunks_are_forwarded_as_they_are() -> None:
     assert not _sse.forwardable(_sse.encode({"choices": [], "usage": {"prompt_tokens": 1}}))
     assert not _sse.forwardable(_sse.encode({"error": {"message": "engine died"}}))
     assert not _sse.forwardable(_sse.DONE)
+    assert not _sse.forwardable(token + _sse.DONE)  # one event only
     raw = 'data: {"choices":[{"delta":{"content":"a\u2028b"}}]}\n\n'  # as vLLM writes it
     assert not _sse.forwardable(raw)
     # A model that writes the word with quotes is still forwarded: they are escaped.

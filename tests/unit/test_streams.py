@@ -73,3 +73,42 @@ def test_closing_it_stops_the_reading_before_the_owner_closes_the_source() -> No
 
     asyncio.run(main())
     assert state == ["source stopped", "reader closed"]
+
+
+def test_a_reader_cancelled_again_and_again_still_waits_for_the_pump() -> None:
+    """Starlette runs a response in an anyio task group, and anyio cancels its tasks again
+    on every turn of the loop until they end. The pump, meanwhile, may be inside the
+    source's own clean-up (the router charges the tokens there, shielded): the reader must
+    not let go before it is done, or the owner's ``aclose`` of the source finds it still
+    running."""
+    import anyio
+
+    state: list[str] = []
+
+    async def source() -> AsyncIterator[str]:
+        try:
+            for text in TEXTS:
+                yield text
+                await asyncio.sleep(0.01)
+        finally:
+            await asyncio.shield(asyncio.sleep(0.05))  # the charge, after the cancel
+            state.append("source stopped")
+
+    async def main() -> None:
+        texts = source()
+        stream = coalesced(texts)
+        async with anyio.create_task_group() as group:
+
+            async def read() -> None:
+                async for _ in stream:
+                    state.append("read")
+
+            group.start_soon(read)
+            await asyncio.sleep(0.015)
+            group.cancel_scope.cancel()
+        await stream.aclose()
+        await texts.aclose()  # the owner's clean-up: no "already running"
+        state.append("closed")
+
+    asyncio.run(main())
+    assert state[-2:] == ["source stopped", "closed"] and "read" in state
