@@ -99,6 +99,7 @@ def kind_of(proc: psutil.Process) -> str | None:
         return None
     for needle, kind in (
         ("ProxyActor", "proxy"),
+        ("haproxy", "proxy"),  # the ingress too, with --ingress haproxy
         ("ServeReplica:gateway", "gateway"),
         ("ServeReplica:llm", "llm_replica"),
         ("EngineCore", "engine"),
