@@ -38,20 +38,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 
-from common import free_port, nearest_rank  # noqa: E402 (benchmarks/common.py)
+from common import UNREACHED_LIMITS, free_port, nearest_rank  # noqa: E402 (benchmarks/common.py)
 
 from runtime import _env  # noqa: E402
 
 MODEL = "tiny-random"
 REDIS_ENV = "RUNTIME_BENCH_REDIS_URL"
-LIMITS = {
-    "per_tenant": {
-        "requests_per_minute": 1_000_000,
-        "tokens_per_minute": 100_000_000,
-        "concurrency": 1000,
-    },
-    "per_key": {"requests_per_minute": 1_000_000},
-}
 
 
 def gateway_app(name: str, prefix: str, limits: dict[str, Any], env: dict[str, str]) -> Any:
@@ -90,14 +82,14 @@ def stack_config(port: int, redis_url: str | None) -> dict[str, Any]:
                 "engine": {"max_model_len": 512, "max_num_seqs": 8},
             },
         },
-        gateway_app("gateway", "/", LIMITS, {}),
+        gateway_app("gateway", "/", UNREACHED_LIMITS, {}),
     ]
     if redis_url:
         apps.append(
             gateway_app(
                 "gateway-redis",
                 "/redis",
-                {**LIMITS, "storage_url_env": REDIS_ENV},
+                {**UNREACHED_LIMITS, "storage_url_env": REDIS_ENV},
                 {REDIS_ENV: redis_url},
             )
         )

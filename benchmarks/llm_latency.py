@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import platform
@@ -27,23 +26,12 @@ import openai
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 
-from common import free_port  # noqa: E402 (benchmarks/common.py)
+from common import PROMPTS, free_port, pct, stream_chat  # noqa: E402 (benchmarks/common.py)
 
 from runtime import _env  # noqa: E402
 from runtime.config import LLMAppConfig  # noqa: E402
 from runtime.llm.engine_args import server_argv  # noqa: E402
 from runtime.llm.standalone import api_server  # noqa: E402
-
-PROMPTS = [
-    "What is the capital of France?",
-    "Explain what a GPU does in one paragraph.",
-    "Write a short poem about the sea.",
-    "List three uses of a hash table.",
-    "Why is the sky blue?",
-    "Give me a recipe for pancakes.",
-    "What is the difference between a process and a thread?",
-    "Summarize the plot of Romeo and Juliet.",
-]
 
 
 def app_args(model: str) -> dict[str, Any]:
@@ -51,52 +39,16 @@ def app_args(model: str) -> dict[str, Any]:
     return {"model": {"source": model}, "engine": {"max_model_len": 2048, "max_num_seqs": 32}}
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-async def one_request(
-    client: openai.AsyncOpenAI, model: str, prompt: str, max_tokens: int
-) -> dict[str, Any]:
-    start = time.perf_counter()
-    stamps: list[float] = []
-    tokens = 0
-    stream = await client.chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=max_tokens,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body={"ignore_eos": True},
-    )
-    async for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            stamps.append(time.perf_counter())
-        if chunk.usage is not None:
-            tokens = chunk.usage.completion_tokens
-    end = time.perf_counter()
-    ttft = stamps[0] - start
-    itl = [b - a for a, b in itertools.pairwise(stamps)]
-    tpot = (end - stamps[0]) / (tokens - 1) if tokens > 1 else float("nan")
-    return {"ttft": ttft, "tpot": tpot, "itl": itl, "e2e": end - start, "tokens": tokens}
-
-
 async def run_load(base_url: str, model: str, ns: argparse.Namespace) -> dict[str, Any]:
     """``ns.rounds`` rounds of ``ns.requests`` requests, ``ns.concurrency`` at a time."""
     client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", timeout=600, max_retries=0)
     for i in range(ns.warmup):
-        await one_request(client, model, PROMPTS[i % len(PROMPTS)], ns.max_tokens)
+        await stream_chat(client, model, PROMPTS[i % len(PROMPTS)], ns.max_tokens)
     sem = asyncio.Semaphore(ns.concurrency)
 
     async def bounded(i: int) -> dict[str, Any]:
         async with sem:
-            return await one_request(client, model, PROMPTS[i % len(PROMPTS)], ns.max_tokens)
+            return await stream_chat(client, model, PROMPTS[i % len(PROMPTS)], ns.max_tokens)
 
     results: list[dict[str, Any]] = []
     round_rates: list[float] = []

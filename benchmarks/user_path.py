@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import itertools
 import json
 import os
 import platform
@@ -39,33 +38,14 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RUNTIME_CACHE_DIR", str(REPO / ".cache"))
 
-from common import free_port  # noqa: E402 (benchmarks/common.py)
+from common import PROMPTS, UNREACHED_LIMITS, free_port, pct, stream_chat  # noqa: E402 (benchmarks/common.py)
 
 from runtime import _env  # noqa: E402
 from runtime.config import LLMAppConfig  # noqa: E402
 from runtime.llm.engine_args import server_argv  # noqa: E402
 from runtime.llm.standalone import api_server  # noqa: E402
 
-PROMPTS = [
-    "What is the capital of France?",
-    "Explain what a GPU does in one paragraph.",
-    "Write a short poem about the sea.",
-    "List three uses of a hash table.",
-    "Why is the sky blue?",
-    "Give me a recipe for pancakes.",
-    "What is the difference between a process and a thread?",
-    "Summarize the plot of Romeo and Juliet.",
-]
 KEY = "bench-user-path-key-0123456789abcdef"
-#: Counted, never reached: the limits' bookkeeping is on the path.
-LIMITS = {
-    "per_tenant": {
-        "requests_per_minute": 1_000_000,
-        "tokens_per_minute": 1_000_000_000,
-        "concurrency": 10_000,
-    },
-    "per_key": {"requests_per_minute": 1_000_000},
-}
 KINDS = ("proxy", "gateway", "llm_replica", "engine", "vllm_api_server", "ray_other", "client")
 
 
@@ -80,7 +60,7 @@ def stack(model: str, port: int) -> tuple[dict[str, Any], dict[str, Any]]:
     gateway["args"].pop("agent_apps", None)
     gateway["args"]["models"] = [{"name": name, "app": "llm"}]
     gateway["args"]["auth"] = {"local_key_env": _env.RUNTIME_API_KEY}
-    gateway["args"]["rate_limits"] = LIMITS
+    gateway["args"]["rate_limits"] = UNREACHED_LIMITS
     serve = {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -132,53 +112,6 @@ def cpu_spent(before: dict[int, tuple[str, float]]) -> dict[str, float]:
     return spent
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-async def one_request(
-    client: openai.AsyncOpenAI, model: str, prompt: str, max_tokens: int
-) -> dict[str, Any]:
-    start = time.perf_counter()
-    stamps: list[float] = []
-    tokens = 0
-    stream = await client.chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=max_tokens,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body={"ignore_eos": True},
-    )
-    async for chunk in stream:
-        delta = chunk.choices[0].delta if chunk.choices else None
-        # A token: content, but not the role chunk's empty one (random models' tokens
-        # may decode to empty text too).
-        if (
-            delta is not None
-            and delta.content is not None
-            and (delta.role is None or delta.content)
-        ):
-            stamps.append(time.perf_counter())
-        if chunk.usage is not None:
-            tokens = chunk.usage.completion_tokens
-    end = time.perf_counter()
-    if not stamps or tokens != max_tokens:
-        raise RuntimeError(f"{model}: {tokens} tokens, {len(stamps)} content chunks")
-    return {
-        "ttft": stamps[0] - start,
-        "itl": [b - a for a, b in itertools.pairwise(stamps)],
-        "e2e": end - start,
-        "tokens": tokens,
-    }
-
-
 async def level(url: str, key: str, model: str, c: int, ns: argparse.Namespace) -> dict[str, Any]:
     """One concurrency level: warm-up, then the timed requests, with CPU use per kind."""
     client = openai.AsyncOpenAI(base_url=url, api_key=key, timeout=600, max_retries=0)
@@ -187,7 +120,7 @@ async def level(url: str, key: str, model: str, c: int, ns: argparse.Namespace) 
 
     async def bounded(i: int) -> dict[str, Any]:
         async with sem:
-            return await one_request(client, model, PROMPTS[i % len(PROMPTS)], ns.max_tokens)
+            return await stream_chat(client, model, PROMPTS[i % len(PROMPTS)], ns.max_tokens)
 
     await asyncio.gather(*(bounded(i) for i in range(min(c, 8))))  # warm-up
     before = cpu_now()
