@@ -70,7 +70,7 @@ async def coalesced(texts: AsyncIterator[str]) -> AsyncGenerator[str, None]:
             await arrived.wait()
             arrived.clear()
             if pending:
-                joined = "".join(pending) if len(pending) > 1 else pending[0]
+                joined = "".join(pending)
                 pending.clear()
                 yield joined
             if ended and not pending:

@@ -8,8 +8,9 @@ Handle (no HTTP hop): ``chat`` / ``completions`` return a response dict;
 ``chat_stream`` / ``completions_stream`` yield chunk dicts, through
 ``handle.options(stream=True)``. Errors raise :class:`LLMError`. With ``frames=True``
 (the gateway's streams) the chunks between the first one and the usage chunk are
-passed on as the SSE text vLLM wrote (``str``, one or more ``data:`` events): the
-gateway forwards them without decoding and encoding each token again.
+passed on as the SSE text vLLM wrote (``str``, one ``data:`` event each; others stay
+dicts: ``runtime._sse.forwardable``): the gateway forwards them without decoding and
+encoding each token again.
 """
 
 from __future__ import annotations

@@ -52,19 +52,24 @@ def test_a_failure_comes_after_the_texts_before_it() -> None:
     assert "".join(seen) == "".join(TEXTS[:5])
 
 
+async def _source(state: list[str], cleanup_s: float = 0.0) -> AsyncIterator[str]:
+    """The texts, slowly; its own clean-up takes ``cleanup_s`` (shielded, as the router's
+    charge is), then says so in ``state``."""
+    try:
+        for text in TEXTS:
+            yield text
+            await asyncio.sleep(0.01)
+    finally:
+        if cleanup_s:
+            await asyncio.shield(asyncio.sleep(cleanup_s))
+        state.append("source stopped")
+
+
 def test_closing_it_stops_the_reading_before_the_owner_closes_the_source() -> None:
     state: list[str] = []
 
-    async def source() -> AsyncIterator[str]:
-        try:
-            for text in TEXTS:
-                yield text
-                await asyncio.sleep(0.01)
-        finally:
-            state.append("source stopped")
-
     async def main() -> None:
-        texts = source()
+        texts = _source(state)
         stream = coalesced(texts)
         assert await anext(stream) == TEXTS[0]
         await stream.aclose()
@@ -85,17 +90,8 @@ def test_a_reader_cancelled_again_and_again_still_waits_for_the_pump() -> None:
 
     state: list[str] = []
 
-    async def source() -> AsyncIterator[str]:
-        try:
-            for text in TEXTS:
-                yield text
-                await asyncio.sleep(0.01)
-        finally:
-            await asyncio.shield(asyncio.sleep(0.05))  # the charge, after the cancel
-            state.append("source stopped")
-
     async def main() -> None:
-        texts = source()
+        texts = _source(state, cleanup_s=0.05)  # the charge, after the cancel
         stream = coalesced(texts)
         async with anyio.create_task_group() as group:
 
